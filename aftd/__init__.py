@@ -1,0 +1,7 @@
+"""aftd: an automated file transfer daemon."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Secret resolution: the provider chain (vault, file, env), caching and redaction."""
