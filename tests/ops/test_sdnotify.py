@@ -47,7 +47,8 @@ async def test_lifecycle_sequence_on_path_socket(make, notify_path) -> None:
     got = [await notify_path.next_message() for _ in range(5)]
     assert got[0] == {"READY": "1", "STATUS": "running=0 queued=0"}
     assert got[1] == {"STATUS": "running=2 queued=5"}
-    assert got[2]["RELOADING"] == "1" and set(got[2]) == {"RELOADING", "MONOTONIC_USEC"}
+    assert got[2]["RELOADING"] == "1"
+    assert set(got[2]) == {"RELOADING", "MONOTONIC_USEC"}
     assert got[3] == {"READY": "1"}
     assert got[4] == {"STOPPING": "1"}
 
@@ -129,7 +130,7 @@ async def test_stalled_event_loop_sends_no_pings(make, notify_path) -> None:
     try:
         await notify_path.next_message()
         notify_path.drain()
-        time.sleep(0.2)  # noqa: ASYNC251 -- blocking the loop on purpose: that is the stall
+        time.sleep(0.2)  # blocking the loop on purpose: that is the stall
         assert notify_path.drain() == []
         # Once the loop runs again, so do the pings.
         assert await notify_path.next_message() == {"WATCHDOG": "1"}
