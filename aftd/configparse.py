@@ -7,6 +7,7 @@ Every config section (core, VFS entries, secret providers) reads its keys throug
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,24 +24,28 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Section:
     """A TOML table being read: every getter records the key; :meth:`finish` rejects the rest."""
 
-    def __init__(self, data: Mapping[str, Any], file: str, prefix: str) -> None:
+    def __init__(
+        self, data: Mapping[builtins.str, Any], file: builtins.str, prefix: builtins.str
+    ) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(file, prefix or "(top level)", "must be a table")
         self.data = data
         self.file = file
         self.prefix = prefix
-        self._seen: set[str] = set()
+        self._seen: set[builtins.str] = set()
 
-    def key(self, name: str) -> str:
+    def key(self, name: builtins.str) -> builtins.str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
-    def error(self, name: str, reason: str) -> ConfigError:
+    def error(self, name: builtins.str, reason: builtins.str) -> ConfigError:
         return ConfigError(self.file, self.key(name), reason)
 
-    def has(self, name: str) -> bool:
+    def has(self, name: builtins.str) -> builtins.bool:
         return name in self.data
 
-    def _get(self, name: str, types: type | tuple[type, ...], default: Any, what: str) -> Any:
+    def _get(
+        self, name: builtins.str, types: type | tuple[type, ...], default: Any, what: builtins.str
+    ) -> Any:
         self._seen.add(name)
         if name not in self.data:
             return default
@@ -52,13 +57,19 @@ class Section:
             raise self.error(name, f"must be {what}, got {type(value).__name__}")
         return value
 
-    def str(self, name: str, default: str = "", *, choices: tuple[str, ...] = ()) -> str:
-        value: str = self._get(name, str, default, "a string")
+    def str(
+        self,
+        name: builtins.str,
+        default: builtins.str = "",
+        *,
+        choices: tuple[builtins.str, ...] = (),
+    ) -> builtins.str:
+        value: builtins.str = self._get(name, str, default, "a string")
         if choices and value not in choices:
             raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def required_str(self, name: str) -> str:
+    def required_str(self, name: builtins.str) -> builtins.str:
         if name not in self.data:
             self._seen.add(name)
             raise self.error(name, "is required")
@@ -67,23 +78,37 @@ class Section:
             raise self.error(name, "must not be empty")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
-        value: bool = self._get(name, bool, default, "true or false")
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
+        value: builtins.bool = self._get(name, bool, default, "true or false")
         return value
 
-    def int(self, name: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
-        value: int = self._get(name, int, default, "an integer")
+    def int(
+        self,
+        name: builtins.str,
+        default: builtins.int,
+        *,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
+        value: builtins.int = self._get(name, int, default, "an integer")
         _check_range(self, name, value, minimum, maximum)
         return value
 
-    def float(self, name: str, default: float, *, minimum: float | None = None,
-              maximum: float | None = None) -> float:
+    def float(
+        self,
+        name: builtins.str,
+        default: builtins.float,
+        *,
+        minimum: builtins.float | None = None,
+        maximum: builtins.float | None = None,
+    ) -> builtins.float:
         value = self._get(name, (int, float), default, "a number")
         _check_range(self, name, value, minimum, maximum)
         return float(value)
 
-    def path(self, name: str, default: Path | None = None, *, base: Path | None = None) -> Path | None:
+    def path(
+        self, name: builtins.str, default: Path | None = None, *, base: Path | None = None
+    ) -> Path | None:
         raw = self.str(name, "")
         if not raw:
             return default
@@ -92,7 +117,9 @@ class Section:
             p = base / p
         return p
 
-    def str_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def str_list(
+        self, name: builtins.str, default: tuple[builtins.str, ...] = ()
+    ) -> tuple[builtins.str, ...]:
         value = self._get(name, list, None, "a list of strings")
         if value is None:
             return default
@@ -101,8 +128,10 @@ class Section:
                 raise self.error(f"{name}[{i}]", f"must be a string, got {type(item).__name__}")
         return tuple(value)
 
-    def networks(self, name: str, default: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-        out: list[IPNetwork] = []
+    def networks(
+        self, name: builtins.str, default: tuple[builtins.str, ...]
+    ) -> tuple[IPNetwork, ...]:
+        out: builtins.list[IPNetwork] = []
         for i, item in enumerate(self.str_list(name, default)):
             try:
                 out.append(ipaddress.ip_network(item, strict=False))
@@ -110,14 +139,14 @@ class Section:
                 raise self.error(f"{name}[{i}]", f"is not a CIDR network: {exc}") from None
         return tuple(out)
 
-    def table(self, name: str) -> Section:
+    def table(self, name: builtins.str) -> Section:
         self._seen.add(name)
         value = self.data.get(name, {})
         if not isinstance(value, Mapping):
             raise self.error(name, "must be a table")
         return Section(value, self.file, self.key(name))
 
-    def tables(self, name: str) -> list[Section]:
+    def tables(self, name: builtins.str) -> builtins.list[Section]:
         """An array of tables (``[[name]]``)."""
         self._seen.add(name)
         value = self.data.get(name, [])
@@ -125,7 +154,7 @@ class Section:
             raise self.error(name, "must be an array of tables ([[...]])")
         return [Section(v, self.file, f"{self.key(name)}[{i}]") for i, v in enumerate(value)]
 
-    def mark(self, *names: str) -> None:
+    def mark(self, *names: builtins.str) -> None:
         """Declare keys as handled by someone else (e.g. a sub-parser)."""
         self._seen.update(names)
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MASK", "Redactor", "REDACTOR", "register", "scrub", "scrub_obj"]
+__all__ = ["MASK", "REDACTOR", "Redactor", "register", "scrub", "scrub_obj"]
 
 MASK = "***"
 # Very short values would mask ordinary words ("a", "on"); they are not credentials anyway.

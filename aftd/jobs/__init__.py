@@ -1,0 +1,1 @@
+"""Jobs: the model and its states, the durable store, and the runner."""
