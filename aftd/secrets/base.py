@@ -75,6 +75,10 @@ class Provider(Protocol):
 
     name: str
 
+    def where(self, name: SecretName) -> str:
+        """Where this provider looks for ``name`` (for error messages; never a value)."""
+        ...
+
     async def lookup(self, name: SecretName) -> str | None: ...
 
     async def aclose(self) -> None: ...

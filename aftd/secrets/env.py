@@ -37,6 +37,9 @@ class EnvProvider:
     def __repr__(self) -> str:
         return "EnvProvider()"
 
+    def where(self, name: SecretName) -> str:
+        return env_var_name(name)
+
     async def lookup(self, name: SecretName) -> str | None:
         return self._environ.get(env_var_name(name)) or None
 

@@ -41,6 +41,9 @@ class FileProvider:
     def __repr__(self) -> str:
         return f"FileProvider(path={str(self.path)!r})"
 
+    def where(self, name: SecretName) -> str:
+        return str(self.path)
+
     async def lookup(self, name: SecretName) -> str | None:
         self._reload_if_changed()
         data = _dig(self._data, name.path)

@@ -102,6 +102,9 @@ class VaultProvider:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def where(self, name: SecretName) -> str:
+        return self._path(name)
+
     def _path(self, name: SecretName) -> str:
         return f"{self.cfg.mount}/{self.cfg.prefix}{name.path}"
 
@@ -148,9 +151,11 @@ class VaultProvider:
 
     def _login_sync(self) -> None:
         if self.cfg.auth == "approle":
-            assert self.cfg.role_id_file and self.cfg.secret_id_file  # checked in config
-            role_id = _read_credential(self.cfg.role_id_file, "role_id_file")
-            secret_id = _read_credential(self.cfg.secret_id_file, "secret_id_file")
+            role_file, secret_file = self.cfg.role_id_file, self.cfg.secret_id_file
+            if role_file is None or secret_file is None:  # config parsing requires both
+                raise SecretError("approle auth needs role_id_file and secret_id_file")
+            role_id = _read_credential(role_file, "role_id_file")
+            secret_id = _read_credential(secret_file, "secret_id_file")
             redact.register(secret_id)
             self._client.auth.approle.login(role_id=role_id, secret_id=secret_id,
                                             mount_point=self.cfg.approle_mount)
@@ -189,7 +194,7 @@ class VaultProvider:
             try:
                 await self._renew_or_relogin()
                 backoff = _RETRY_MIN_S
-            except Exception as exc:  # noqa: BLE001 - logged; retried with backoff
+            except Exception as exc:  # logged; retried with backoff
                 self.stats.renew_failures += 1
                 log.warning("vault_token_refresh_failed", url=self.cfg.url,
                             error=redact.scrub(str(exc)) if isinstance(exc, SecretError)
@@ -236,7 +241,7 @@ class VaultProvider:
                 raise
             except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
                 raise _AuthFailed from None
-            except Exception as exc:  # noqa: BLE001 - anything else is an outage for the caller
+            except Exception as exc:  # anything else is an outage for the caller
                 raise SecretError(self._describe(what, exc)) from None
 
     def _describe(self, what: str, exc: Exception) -> str:
