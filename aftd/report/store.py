@@ -123,11 +123,12 @@ class OutboxStore:
 
     def release(self, job_id: str | None, now: float) -> int:
         """Turn unsubmitted intents (of one job, or all) into pending failure reports."""
-        where = "state='intent'" + (" AND job_id=?" if job_id is not None else "")
-        args: tuple[Any, ...] = (now, now) + ((job_id,) if job_id is not None else ())
-        cur = self._write(
-            "UPDATE report_outbox SET state='pending', body=failure_body, pending_at=?, next_at=?"
-            f" WHERE {where}", args)  # noqa: S608 - where is one of two fixed strings
+        sql = ("UPDATE report_outbox SET state='pending', body=failure_body, pending_at=?,"
+               " next_at=? WHERE state='intent'")
+        if job_id is None:
+            cur = self._write(sql, (now, now))
+        else:
+            cur = self._write(sql + " AND job_id=?", (now, now, job_id))
         return cur.rowcount
 
     # -- delivery bookkeeping --------------------------------------------------------------
