@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 
@@ -170,3 +171,15 @@ async def test_unhealthy_withholds_pings_until_healthy_again(make, notify_path) 
     assert events.count("watchdog_withheld") == 1
     assert "watchdog_health_check_failed" in events
     assert "watchdog_resumed" in events
+
+
+async def test_from_env_reads_the_process_environment(notify_path) -> None:
+    # As under systemd: the variables arrive in the real environment of a fresh process.
+    code = (
+        "import os; from aftd.sdnotify import Notifier; n = Notifier.from_env(); "
+        "n.ready(status=f'interval={n.watchdog_interval()}'); n.close()"
+    )
+    env = {**os.environ, **notify_path.env(WATCHDOG_USEC="4000000")}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    assert await notify_path.next_message() == {"READY": "1", "STATUS": "interval=2.0"}
