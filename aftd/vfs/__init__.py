@@ -1,1 +1,19 @@
-"""Virtual filesystems: the backend protocol, the backends, the registry and the copy engine."""
+"""Virtual filesystems: the backend protocol, the backends, the registry and the copy engine.
+
+Backends are imported lazily by :mod:`aftd.vfs.registry`; importing this package stays cheap.
+"""
+
+from __future__ import annotations
+
+from aftd.vfs.base import Features, FileInfo, SecretResolver, UnknownVfsError, Vfs
+from aftd.vfs.config import VfsConfig, parse_vfs_section
+
+__all__ = [
+    "Features",
+    "FileInfo",
+    "SecretResolver",
+    "UnknownVfsError",
+    "Vfs",
+    "VfsConfig",
+    "parse_vfs_section",
+]

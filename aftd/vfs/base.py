@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from aftd.vfs.copy import CopyResult
 
 __all__ = [
-    "FileInfo",
     "Features",
+    "FileInfo",
     "Overwrite",
     "PathEscapeError",
     "PathExistsError",
@@ -180,7 +180,7 @@ class Vfs(abc.ABC):
         exclude: Sequence[str] = (),
         transfers: int = 4,
     ) -> CopyResult:
-        """Copy a file or a directory tree into ``dst_dir`` of ``dst_vfs``; see ``aftd.vfs.copy``."""
+        """Copy a file or directory tree into ``dst_dir`` of ``dst_vfs`` (``aftd.vfs.copy``)."""
         from aftd.vfs.copy import copy_tree
 
         return await copy_tree(

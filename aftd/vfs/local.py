@@ -224,4 +224,5 @@ def _os_error(vfs: str, rel: str, exc: OSError) -> TransferError:
 
 
 def create(cfg: VfsConfig) -> LocalVfs:
-    return LocalVfs(cfg.name, cfg.root, chunk_size=int(cfg.options.get("chunk_size", DEFAULT_CHUNK)))
+    chunk = int(cfg.options.get("chunk_size", DEFAULT_CHUNK))
+    return LocalVfs(cfg.name, cfg.root, chunk_size=chunk)

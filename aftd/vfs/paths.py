@@ -20,14 +20,16 @@ def normalize(vfs: str, root: str, path: str) -> str:
     An absolute path is accepted only when it lies under ``root``; ``..`` may not leave the root.
     """
     if not isinstance(path, str):
-        raise fail(PathEscapeError, vfs, str(path), f"path must be a string, got {type(path).__name__}")
+        raise fail(PathEscapeError, vfs, str(path),
+                   f"path must be a string, got {type(path).__name__}")
     if "\x00" in path:
         raise fail(PathEscapeError, vfs, path.replace("\x00", "\\0"), "path contains a NUL byte")
     rel = path
     if path.startswith("/"):
         rroot = root.rstrip("/")
         if rroot and path != rroot and not path.startswith(rroot + "/"):
-            raise fail(PathEscapeError, vfs, path, f"absolute path is outside the VFS root {root!r}")
+            raise fail(PathEscapeError, vfs, path,
+                       f"absolute path is outside the VFS root {root!r}")
         rel = path[len(rroot):]
     parts: list[str] = []
     for part in rel.split("/"):

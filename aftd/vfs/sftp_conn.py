@@ -130,7 +130,7 @@ class SftpPool:
         except asyncssh.PermissionDenied:
             raise TransferError(f"vfs {self.vfs!r}: authentication as {self.where} was refused",
                                 vfs=self.vfs) from None
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise TransientError(f"vfs {self.vfs!r}: cannot connect to {self.where}: {reason}",
                                  vfs=self.vfs) from None
@@ -151,8 +151,9 @@ class SftpPool:
                                 vfs=self.vfs) from None
 
     def _host_key_message(self, offered: str) -> str:
-        how = (f"pinned host_key_sha256 is {self.opts['host_key_sha256']}"
-               if self.opts["host_key_sha256"] else f"not in known_hosts {self.opts['known_hosts']}")
+        pin, kh = self.opts["host_key_sha256"], self.opts["known_hosts"]
+        how = f"pinned host_key_sha256 is {pin}" if pin else f"not in known_hosts {kh}"
+
         return (f"vfs {self.vfs!r}: host key of {self.where} is not trusted ({how}); "
                 f"server offered {offered or 'an unrecognised key'}")
 
