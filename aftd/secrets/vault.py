@@ -67,6 +67,9 @@ class VaultProvider:
         self._renewable = False
         self._stamp = 0.0  # monotonic time of the last login/renewal
         self._renewer: asyncio.Task[None] | None = None
+        # The current token's accessor: not a credential (it cannot read secrets), but lets an
+        # operator or a test look up / revoke the token the daemon holds.
+        self.accessor = ""
 
     def __repr__(self) -> str:
         return f"VaultProvider(url={self.cfg.url!r}, auth={self.cfg.auth!r})"
@@ -174,6 +177,7 @@ class VaultProvider:
         return token
 
     def _set_token_info(self, data: dict[str, Any]) -> None:
+        self.accessor = str(data.get("accessor") or "")
         self._ttl = float(data.get("ttl") or 0)
         self._renewable = bool(data.get("renewable"))
         self._stamp = time.monotonic()
