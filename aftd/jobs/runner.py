@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import traceback
 import uuid
@@ -94,6 +95,9 @@ class Runner:
     def queued_count(self) -> int:
         return len(self._queue)
 
+    def running_tasks(self) -> set[asyncio.Task[None]]:
+        return {r.task for r in self._running.values()}
+
     @property
     def draining(self) -> bool:
         return self._draining
@@ -180,7 +184,9 @@ class Runner:
                 and not self._draining:
             job_id = next(iter(self._queue))
             job = self._queue.pop(job_id)
-            task = asyncio.create_task(self._run(job, self._env), name=f"aftd-job-{job_id}")
+            # A fresh context: a job must not inherit ids bound by whoever pumped the queue.
+            task = asyncio.create_task(self._run(job, self._env), name=f"aftd-job-{job_id}",
+                                       context=contextvars.Context())
             self._running[job_id] = _Run(job, task)
 
     async def _run(self, job: Job, env: _Env) -> None:

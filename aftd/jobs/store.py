@@ -72,6 +72,14 @@ class JobStore:
     def close(self) -> None:
         self._db.close()
 
+    def ping(self) -> bool:
+        """True while the database answers (the watchdog's health check)."""
+        try:
+            self._db.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
     # -- jobs ---------------------------------------------------------------------------------
     def create(self, job: Job) -> tuple[Job, bool]:
         """Insert a new job; with an idempotency key already used, return that job instead."""

@@ -1,0 +1,1 @@
+"""The HTTPS REST API (aiohttp)."""

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``aftd`` (the daemon) and ``aft`` (the client)."""
