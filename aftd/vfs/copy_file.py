@@ -13,7 +13,7 @@ import os
 import secrets
 import threading
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,12 +57,14 @@ class _Progress:
     """Reports bytes once even when a resumed attempt re-sends some of them."""
 
     reported: int = 0
+    # Captured in the job's context: the kernel-copy thread reports through loop callbacks,
+    # which do not run in that context.
+    sink: progress.ProgressSink | None = field(default_factory=progress.current)
 
     def upto(self, pos: int) -> None:
         if pos > self.reported:
-            sink = progress.current()
-            if sink is not None:
-                sink.advance(nbytes=pos - self.reported)
+            if self.sink is not None:
+                self.sink.advance(nbytes=pos - self.reported)
             self.reported = pos
 
 

@@ -1,0 +1,206 @@
+"""Copy matrix: local→local, local→sftp, sftp→local, sftp→sftp (two real sshd servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aftd import progress
+from aftd.errors import TransferError
+from aftd.vfs.base import PathExistsError
+from aftd.vfs.copy import CopyResult
+from aftd.vfs.registry import VfsPool
+
+PAIRS = [("l1", "l2"), ("l1", "s1"), ("s1", "l1"), ("s1", "s2")]
+PAIR_IDS = [f"{a}-{b}" for a, b in PAIRS]
+BIG = 256 << 20
+
+
+def root_of(pool: VfsPool, name: str) -> Path:
+    """Where a VFS keeps its files on this machine (sshd roots are local directories too)."""
+    vfs = pool.get(name)
+    return Path(vfs.root if isinstance(vfs.root, str) else vfs._root_cfg)  # type: ignore[attr-defined]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def debris(d: Path) -> list[str]:
+    return [p.name for p in d.rglob("*") if ".aftd-part" in p.name]
+
+
+@pytest.fixture(scope="session")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    p = tmp_path_factory.mktemp("big") / "big.bin"
+    block = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    with p.open("wb") as f:
+        for i in range(BIG >> 20):
+            b = i.to_bytes(4, "big") + block[4:]  # distinct blocks, so misplaced data shows
+            f.write(b)
+            h.update(b)
+    yield p, h.hexdigest()
+    p.unlink()
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.total_files = self.total_bytes = self.files = self.bytes = 0
+
+    def add_total(self, files: int = 0, nbytes: int = 0) -> None:
+        self.total_files += files
+        self.total_bytes += nbytes
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+        self.files += files
+        self.bytes += nbytes
+
+
+def place(pool: VfsPool, name: str, rel: str, src: Path) -> Path:
+    dst = root_of(pool, name) / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.link(src, dst) if src.stat().st_dev == dst.parent.stat().st_dev else dst.write_bytes(
+        src.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS, ids=PAIR_IDS)
+async def test_copy_file_verified_with_progress_and_mtime(pool: VfsPool, a: str, b: str) -> None:
+    src = root_of(pool, a) / "in" / "report 1.csv"
+    src.parent.mkdir()
+    data = os.urandom(3_000_017)
+    src.write_bytes(data)
+    os.utime(src, (1_650_000_000, 1_650_000_000))
+    sink = Sink()
+    token = progress.CURRENT.set(sink)
+    try:
+        res = await pool.get(a).copy_to("in/report 1.csv", pool.get(b), "out/x", verify="sha256")
+    finally:
+        progress.CURRENT.reset(token)
+    out = root_of(pool, b) / "out" / "x" / "report 1.csv"
+    assert out.read_bytes() == data
+    assert out.stat().st_mtime == 1_650_000_000
+    assert (res.files, res.bytes) == (1, len(data))
+    assert res.checksums == {"out/x/report 1.csv": hashlib.sha256(data).hexdigest()}
+    assert (sink.total_files, sink.total_bytes, sink.files, sink.bytes) == (1, len(data), 1,
+                                                                           len(data))
+    assert debris(root_of(pool, b)) == []
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS, ids=PAIR_IDS)
+async def test_copy_256_mib(pool: VfsPool, a: str, b: str, big_file: tuple[Path, str]) -> None:
+    path, digest = big_file
+    place(pool, a, "big.bin", path)
+    res = await pool.get(a).copy_to("big.bin", pool.get(b), "")
+    assert res.bytes == BIG
+    assert sha256(root_of(pool, b) / "big.bin") == digest
+
+
+def make_tree(base: Path, n: int = 1000) -> dict[str, bytes]:
+    files = {}
+    for i in range(n):
+        rel = f"d{i % 10}/sub{i % 3}/f{i:04d}.dat" if i % 7 else f"top{i:04d}.txt"
+        data = os.urandom(i % 5000)
+        p = base / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        files[rel] = data
+    return files
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS, ids=PAIR_IDS)
+async def test_copy_tree_of_1000_files(pool: VfsPool, a: str, b: str) -> None:
+    files = make_tree(root_of(pool, a) / "tree")
+    res = await pool.get(a).copy_to("tree", pool.get(b), "dest", transfers=4)
+    assert (res.files, res.bytes) == (1000, sum(map(len, files.values())))
+    out = root_of(pool, b) / "dest" / "tree"
+    got = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert got == files
+
+
+async def test_include_exclude_and_root_copy(pool: VfsPool) -> None:
+    base = root_of(pool, "l1")
+    for rel in ("a.csv", "b.txt", "skip/c.csv", "keep/d.csv", "keep/e.log"):
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_text(rel)
+    res = await pool.get("l1").copy_to("", pool.get("s1"), "o", include=["*.csv"],
+                                       exclude=["skip"])
+    out = root_of(pool, "s1") / "o"
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert got == ["a.csv", "keep/d.csv"]
+    assert res.files == 2
+
+
+@pytest.mark.parametrize("b", ["l2", "s1"])
+async def test_overwrite_policies(pool: VfsPool, b: str) -> None:
+    src, dst = pool.get("l1"), pool.get(b)
+    s = root_of(pool, "l1") / "f.txt"
+    d = root_of(pool, b) / "f.txt"
+    s.write_text("new content")
+    d.write_text("old")
+    with pytest.raises(PathExistsError, match=rf"{b}.*f\.txt.*exists"):
+        await src.copy_to("f.txt", dst, "")
+    assert d.read_text() == "old"
+    os.utime(s, (1000, 1000))
+    res = await src.copy_to("f.txt", dst, "", overwrite="if_newer")  # source is older: skip
+    assert (res.files, res.skipped, d.read_text()) == (0, 1, "old")
+    res = await src.copy_to("f.txt", dst, "", overwrite="if_size_differs")
+    assert (res.files, d.read_text()) == (1, "new content")
+    res = await src.copy_to("f.txt", dst, "", overwrite="if_size_differs")
+    assert (res.files, res.skipped) == (0, 1)
+    d.write_text("different!!")  # same size, different bytes: "always" replaces
+    res = await src.copy_to("f.txt", dst, "", overwrite="always")
+    assert d.read_text() == "new content"
+    assert debris(root_of(pool, b)) == []
+
+
+async def test_bad_arguments_are_clear(pool: VfsPool) -> None:
+    src = pool.get("l1")
+    (root_of(pool, "l1") / "f").write_text("x")
+    with pytest.raises(TransferError, match="overwrite must be one of"):
+        await src.copy_to("f", pool.get("l2"), "", overwrite="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(TransferError, match="verify must be"):
+        await src.copy_to("f", pool.get("l2"), "", verify="md5")  # type: ignore[arg-type]
+    with pytest.raises(TransferError, match=r"'l1'.*'nope'.*no such file"):
+        await src.copy_to("nope", pool.get("l2"), "")
+    with pytest.raises(TransferError, match="escapes"):
+        await src.copy_to("f", pool.get("l2"), "../up")
+
+
+class CancelAt(Sink):
+    def __init__(self, task: list[asyncio.Task[CopyResult]], at: int) -> None:
+        super().__init__()
+        self.task, self.at = task, at
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+        super().advance(files, nbytes)
+        if self.bytes >= self.at and self.task:
+            self.task[0].cancel()
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS, ids=PAIR_IDS)
+async def test_cancel_half_way_leaves_nothing(pool: VfsPool, a: str, b: str,
+                                              big_file: tuple[Path, str]) -> None:
+    place(pool, a, "big.bin", big_file[0])
+    holder: list[asyncio.Task[CopyResult]] = []
+    sink = CancelAt(holder, BIG // 2)
+    token = progress.CURRENT.set(sink)
+    try:
+        holder.append(asyncio.create_task(pool.get(a).copy_to("big.bin", pool.get(b), "o")))
+    finally:
+        progress.CURRENT.reset(token)
+    with pytest.raises(asyncio.CancelledError):
+        await holder[0]
+    assert BIG // 2 <= sink.bytes < BIG
+    out = root_of(pool, b) / "o"
+    assert list(out.iterdir()) == []  # neither the final name nor a temporary file
