@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
@@ -30,9 +30,12 @@ from aftd.errors import SecretError
 from aftd.secrets.base import Provider, SecretName, SecretNotFoundError, parse_name
 from aftd.secrets.config import SecretsConfig
 
-__all__ = ["SecretChain", "build_providers", "register_value"]
+__all__ = ["LookupObserver", "SecretChain", "build_providers", "register_value"]
 
 log = structlog.get_logger(__name__)
+# Called after every get/which with (secret name, provider that answered or None on failure);
+# the daemon points it at its Prometheus counters.
+LookupObserver = Callable[[str, "str | None"], None]
 _CACHE_SWEEP_AT = 1024
 
 
@@ -79,8 +82,10 @@ def build_providers(cfg: SecretsConfig) -> list[Provider]:
 class SecretChain:
     """Resolve secret names; one instance per daemon, shared by all jobs."""
 
-    def __init__(self, cfg: SecretsConfig, *, providers: Sequence[Provider] | None = None) -> None:
+    def __init__(self, cfg: SecretsConfig, *, providers: Sequence[Provider] | None = None,
+                 on_lookup: LookupObserver | None = None) -> None:
         self.cfg = cfg
+        self.on_lookup = on_lookup
         self._providers = list(providers) if providers is not None else None
         self._cache: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[_Entry]] = {}
@@ -145,6 +150,23 @@ class SecretChain:
     # -- internals ------------------------------------------------------------------------
 
     async def _resolve(self, name: str) -> _Entry:
+        try:
+            entry = await self._resolve_once(name)
+        except SecretError:
+            self._observe(name, None)
+            raise
+        self._observe(name, entry.provider)
+        return entry
+
+    def _observe(self, name: str, provider: str | None) -> None:
+        if self.on_lookup is None:
+            return
+        try:
+            self.on_lookup(name, provider)
+        except Exception as exc:  # a metrics hook must never fail a lookup
+            log.warning("secret_observer_failed", error=type(exc).__name__)
+
+    async def _resolve_once(self, name: str) -> _Entry:
         if self._closed:
             raise SecretError(f"secret {name!r}: the secret chain is closed")
         parsed = parse_name(name)

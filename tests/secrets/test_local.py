@@ -143,6 +143,20 @@ async def test_resolved_values_are_redacted_in_every_form(monkeypatch: pytest.Mo
             assert form not in scrubbed
 
 
+async def test_lookup_observer_sees_provider_or_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AFTD_SECRET_SEEN", "observed-value")
+    monkeypatch.delenv("AFTD_SECRET_UNSEEN", raising=False)
+    seen: list[tuple[str, str | None]] = []
+    chain = SecretChain(SecretsConfig(order=("env",)), on_lookup=lambda n, p: seen.append((n, p)))
+    await chain.get("seen")
+    await chain.get("seen")  # a cache hit is still a lookup answered
+    with pytest.raises(SecretError):
+        await chain.get("unseen")
+    await chain.aclose()
+    assert seen == [("seen", "env"), ("seen", "env"), ("unseen", None)]
+
+
 def test_repr_shows_no_values() -> None:
     chain = SecretChain(SecretsConfig(order=("env",)))
     assert "SecretChain(order=['env']" in repr(chain)
