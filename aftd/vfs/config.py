@@ -39,9 +39,9 @@ def parse_vfs_section(sec: Section) -> dict[str, VfsConfig]:
     out: dict[str, VfsConfig] = {}
     for name in sec.data:
         entry = sec.table(name)
-        vtype = entry.str("type", "", choices=KNOWN_TYPES)
-        if not vtype:
+        if not entry.has("type"):
             raise entry.error("type", f"is required (one of {', '.join(KNOWN_TYPES)})")
+        vtype = entry.str("type", "", choices=KNOWN_TYPES)
         out[name] = _parse_local(name, entry) if vtype == "local" else _parse_sftp(name, entry)
         entry.finish()
     return out

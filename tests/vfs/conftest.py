@@ -11,11 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # make `tests.fixtures` importable
 
-from aftd.configparse import Section  # noqa: E402
-from aftd.errors import SecretError  # noqa: E402
-from aftd.vfs.config import parse_vfs_section  # noqa: E402
-from aftd.vfs.registry import VfsPool  # noqa: E402
-from tests.fixtures.sshd import SshdServer, start_sshd  # noqa: E402
+from aftd.configparse import Section
+from aftd.errors import SecretError
+from aftd.vfs.config import parse_vfs_section
+from aftd.vfs.registry import VfsPool
+from tests.fixtures.sshd import SshdServer, start_sshd
 
 
 class DictSecrets:

@@ -74,7 +74,8 @@ async def test_listdir_and_makedirs(vfs: Vfs) -> None:
     await put(vfs, "a/one.txt", b"1")
     entries = {e.name: e for e in await vfs.listdir("a")}
     assert set(entries) == {"b", "one.txt"}
-    assert entries["b"].is_dir and not entries["one.txt"].is_dir
+    assert entries["b"].is_dir
+    assert not entries["one.txt"].is_dir
     assert entries["one.txt"].path == "a/one.txt"
     assert await vfs.listdir("a/b/c") == []
 
@@ -109,18 +110,14 @@ async def test_set_mtime(vfs: Vfs) -> None:
 
 @pytest.mark.parametrize("op", ["stat", "listdir", "read", "remove", "rename"])
 async def test_missing_path_names_vfs_and_path(vfs: Vfs, op: str) -> None:
+    missing = "no/such.file"
+    calls = {"stat": lambda: vfs.stat(missing), "listdir": lambda: vfs.listdir(missing),
+             "read": lambda: get(vfs, missing), "remove": lambda: vfs.remove(missing),
+             "rename": lambda: vfs.rename(missing, "x")}
     with pytest.raises(PathNotFoundError) as ei:
-        if op == "stat":
-            await vfs.stat("no/such.file")
-        elif op == "listdir":
-            await vfs.listdir("no/such.file")
-        elif op == "read":
-            await get(vfs, "no/such.file")
-        elif op == "remove":
-            await vfs.remove("no/such.file")
-        else:
-            await vfs.rename("no/such.file", "x")
-    assert vfs.name in str(ei.value) and "no/such.file" in str(ei.value)
+        await calls[op]()
+    assert vfs.name in str(ei.value)
+    assert "no/such.file" in str(ei.value)
     assert ei.value.vfs == vfs.name
 
 
@@ -158,7 +155,7 @@ async def test_permission_denied_is_a_transfer_error(vfs: Vfs, pool: VfsPool) ->
         base = Path(local.root) if vfs is local else None  # type: ignore[attr-defined]
         if base is not None:
             (base / "ro").chmod(0o500)
-            with pytest.raises(TransferError, match="permission denied|Permission"):
+            with pytest.raises(TransferError, match=r"permission denied|Permission"):
                 await put(vfs, "ro/f", b"x")
 
 
