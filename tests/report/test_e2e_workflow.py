@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from aftd.report.workflow import idempotency_key
 from tests.fixtures.daemon import Api
 from tests.fixtures.orchestrator import Orchestrator
@@ -194,3 +196,49 @@ async def test_sigterm_mid_transfer_reports_failed(make_daemon: MakeDaemon, orch
     # Delivered during the shutdown flush, before the process exited.
     assert orch.reports("o1") == [_body("o1", "failed")]
     assert len(orch.report_attempts("o1")) == 1
+
+
+async def test_cancel_via_api_reports_failed(make_daemon: MakeDaemon, orch: Orchestrator,
+                                             tmp_path: Path) -> None:
+    d, src, _ = await daemon_for(make_daemon, orch, tmp_path)
+    (src / "o1.dat").write_bytes(b"x")
+    orch.add_job("o1")
+    api = Api(d)
+    try:
+        job_id = await _trigger(api, "gated", {"job_id": "o1", "gate": str(tmp_path / "gate")})
+        await _wait_intent(api, job_id)
+        status, job = await api.request("POST", f"/v1/jobs/{job_id}/cancel")
+        assert status == 200, job
+        job = await wait_delivered(api, job_id)
+    finally:
+        await api.close()
+    assert job["status"] == "cancelled"
+    assert orch.reports("o1") == [_body("o1", "failed")]
+
+
+@pytest.mark.slow
+async def test_500_concurrent_workflows(make_daemon: MakeDaemon, orch: Orchestrator,
+                                        tmp_path: Path) -> None:
+    n = 500
+    d, src, dst = await daemon_for(make_daemon, orch, tmp_path)
+    for i in range(n):
+        (src / f"w{i}.dat").write_bytes(f"file {i}".encode())
+        orch.add_job(f"w{i}")
+    api = Api(d)
+    gate = asyncio.Semaphore(50)
+
+    async def one(i: int) -> str:
+        async with gate:
+            return await _trigger(api, "claim_transfer_report", {"job_id": f"w{i}"})
+
+    try:
+        ids = await asyncio.gather(*(one(i) for i in range(n)))
+        jobs = [await wait_delivered(api, j, timeout=120) for j in ids]
+    finally:
+        await api.close()
+    assert [j["status"] for j in jobs] == ["succeeded"] * n
+    assert all(orch.claims(f"w{i}") == 1 for i in range(n))
+    assert all(orch.reports(f"w{i}") == [_body(f"w{i}", "completed")] for i in range(n))
+    assert sum(orch.state.accepted.values()) == n  # none lost, none duplicated
+    assert len(orch.report_attempts()) == n
+    assert len(list((dst / "in").iterdir())) == n
