@@ -172,6 +172,14 @@ class Outbox:
             self._wake.set()
         return n
 
+    def prune(self, before: float) -> int:
+        """Forget delivered and abandoned reports created before ``before`` (a Unix time);
+        pending reports and intents are never pruned."""
+        n = self._store_().prune(before)
+        if n:
+            log.info("reports_pruned", count=n)
+        return n
+
     # -- queries ---------------------------------------------------------------------------
 
     def job_report(self, job_id: str) -> dict[str, Any] | None:

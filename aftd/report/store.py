@@ -156,6 +156,12 @@ class OutboxStore:
                     " next_at=NULL, delivered_at=? WHERE id=? AND state='pending'",
                     (state, attempts, status, error, delivered_at, report_id))
 
+    def prune(self, before: float) -> int:
+        """Delete final rows (delivered, abandoned) created before ``before``."""
+        cur = self._write("DELETE FROM report_outbox WHERE state IN ('delivered','abandoned')"
+                          " AND created_at < ?", (before,))
+        return cur.rowcount
+
     # -- queries -------------------------------------------------------------------------
 
     def latest_for_job(self, job_id: str) -> OutboxRow | None:

@@ -301,3 +301,18 @@ async def test_kill_9_then_new_outbox_delivers(orch: Orchestrator, make_outbox: 
     assert orch.accepted("kill-key-2") == 1
     assert orch.reports("o1") == [{"jobId": "o1", "status": "completed", "agent": "aftd"}]
     assert orch.reports("o2") == [{"jobId": "o2", "status": "failed", "agent": "aftd"}]
+
+
+async def test_prune_keeps_unfinished_reports(orch: Orchestrator,
+                                              make_outbox: MakeOutbox) -> None:
+    box = await make_outbox()
+    box.submit(_intent(box, orch, "j1", "o1"), _ok("o1"))
+    await wait_report(box, "j1", "delivered")
+    _intent(box, orch, "j2", "o2")
+    await orch.go_down()
+    box.submit(_intent(box, orch, "j3", "o3"), _ok("o3"))
+    await wait_report(box, "j3", "pending", attempts=1)
+    assert box.prune(time.time() + 1) == 1
+    assert box.job_report("j1") is None
+    assert box.job_report("j2")["state"] == "intent"  # type: ignore[index]
+    assert box.job_report("j3")["state"] == "pending"  # type: ignore[index]
