@@ -159,7 +159,7 @@ def parse_config(data: dict[str, Any], file: str, *, base: Path) -> Config:
         metrics=_metrics(top.table("metrics")),
         http=_http(top.table("http"), base),
         reports=_reports(top.table("reports")),
-        secrets=parse_secrets_section(top.table("secrets")),
+        secrets=parse_secrets_section(top.table("secrets"), base),
         vfs=parse_vfs_section(top.table("vfs")),
     )
     top.finish()

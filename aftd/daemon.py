@@ -85,7 +85,7 @@ class Daemon:
         state_dir = cfg.paths.state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = JobStore(state_dir / DB_NAME)
-        self.backends = await _build_backends(cfg)
+        self.backends = await _build_backends(cfg, self.metrics)
         self.outbox = Outbox(state_dir / DB_NAME, cfg.reports, self.backends.secrets,
                              ca_file=cfg.http.ca_file)
         await self.outbox.start()
@@ -210,7 +210,7 @@ class Daemon:
 
     async def _apply(self, new: Config) -> None:
         old = self.config
-        backends = await _build_backends(new)
+        backends = await _build_backends(new, self.metrics)
         for what in _restart_only(old, new):
             log.warning("reload_needs_restart", setting=what)
         configure_logging(new.logging.level, new.logging.format)
@@ -254,8 +254,14 @@ class Daemon:
         self.notifier.close()
 
 
-async def _build_backends(cfg: Config) -> _Backends:
-    secrets = SecretChain(cfg.secrets)
+async def _build_backends(cfg: Config, metrics: Metrics) -> _Backends:
+    def on_lookup(_name: str, provider: str | None) -> None:
+        if provider:
+            metrics.count_secret_lookup(provider)
+        else:
+            metrics.count_secret_failure()
+
+    secrets = SecretChain(cfg.secrets, on_lookup=on_lookup)
     await secrets.start()
     return _Backends(secrets=secrets, vfs=VfsPool(cfg.vfs, secrets))
 

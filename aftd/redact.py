@@ -29,10 +29,10 @@ class Redactor:
     def register(self, value: str) -> None:
         """Remember ``value`` (and its line-wise parts) so later output is scrubbed of it."""
         parts = {value, *(line.strip() for line in value.splitlines())}
-        new = {p for p in parts if len(p) >= _MIN_LEN} - self._values
-        if not new:
-            return
         with self._lock:
+            new = {p for p in parts if len(p) >= _MIN_LEN} - self._values
+            if not new:
+                return
             self._values |= new
             # Longest first so a value that contains another is masked whole.
             ordered = sorted(self._values, key=len, reverse=True)

@@ -80,8 +80,8 @@ class ApiClient:
             hdrs["Content-Type"] = "application/json"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
         try:
-            return urllib.request.urlopen(req, context=self._ssl,  # noqa: S310 - https only
-                                          timeout=timeout or self.timeout_s)
+            return urllib.request.urlopen(  # noqa: S310 - the URL is always https://
+                req, context=self._ssl, timeout=timeout or self.timeout_s)
         except urllib.error.HTTPError as exc:
             raise ClientError(_api_error(exc)) from None
         except urllib.error.URLError as exc:
