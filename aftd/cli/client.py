@@ -78,7 +78,8 @@ class ApiClient:
             hdrs["X-API-Key"] = self.api_key
         if data is not None:
             hdrs["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
+        req = urllib.request.Request(  # noqa: S310 - self.base is always https://
+            self.base + path, data=data, method=method, headers=hdrs)
         try:
             return urllib.request.urlopen(  # noqa: S310 - the URL is always https://
                 req, context=self._ssl, timeout=timeout or self.timeout_s)
