@@ -131,6 +131,12 @@ class Outbox:
             self._progress.clear()
             await self._progress.wait()
 
+    def use_secrets(self, secrets: SecretResolver) -> None:
+        """Resolve tokens through ``secrets`` from now on (after a config reload replaced the
+        secret chain: the old one is closed and would fail every later attempt)."""
+        self._secrets = secrets
+        self._wake.set()
+
     # -- recording -------------------------------------------------------------------------
 
     def record_intent(self, job_id: str, *, url: str, token_secret: str | None,
