@@ -166,9 +166,11 @@ class Daemon:
         while True:
             days = self.config.jobs.retention_days
             if days > 0:
-                n = self.store.prune(time.time() - days * 86400)
+                horizon = time.time() - days * 86400
+                n = self.store.prune(horizon)
                 if n:
                     log.info("jobs_pruned", count=n, retention_days=days)
+                self.outbox.prune(horizon)
             await asyncio.sleep(PRUNE_INTERVAL_S)
 
     # -- signals -------------------------------------------------------------------------------
@@ -215,6 +217,7 @@ class Daemon:
             log.warning("reload_needs_restart", setting=what)
         configure_logging(new.logging.level, new.logging.format)
         retired, self.backends = self.backends, backends
+        self.outbox.use_secrets(backends.secrets)
         self.runner.reconfigure(ScriptLoader(new.paths.scripts_dir),
                                 self._services(new, backends), new.jobs)
         self.state.keyring = KeyRing(self._api_keys(new))

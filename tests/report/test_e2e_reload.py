@@ -8,17 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.fixtures.daemon import Api
 from tests.fixtures.orchestrator import Orchestrator
 from tests.report.e2e import daemon_for, wait_delivered
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the daemon gives the Outbox the SecretChain of start-up; a reload closes it, so every "
-    "later report fails with 'the secret chain is closed'. Fix in aftd/daemon.py: call "
-    "self.outbox.use_secrets(backends.secrets) in _apply(), then remove this mark."))
 async def test_report_delivered_after_reload(make_daemon: Callable[..., Any],
                                              orch: Orchestrator, tmp_path: Path) -> None:
     d, src, _ = await daemon_for(make_daemon, orch, tmp_path)
