@@ -151,7 +151,9 @@ class LocalVfs(Vfs):
 
         def op(p: str) -> int:
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            os.ftruncate(fd, offset)
+            # Only truncate when needed: on ext4 truncating a file makes close() flush it.
+            if os.fstat(fd).st_size != offset:
+                os.ftruncate(fd, offset)
             return fd
 
         fd = await self._run(rel, op)
