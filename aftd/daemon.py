@@ -83,7 +83,8 @@ class Daemon:
     async def _start(self) -> None:
         cfg = self.config
         state_dir = cfg.paths.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Others may traverse (to read the public certificate) but not list the state dir.
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.store = JobStore(state_dir / DB_NAME)
         self.backends = await _build_backends(cfg, self.metrics)
         self.outbox = Outbox(state_dir / DB_NAME, cfg.reports, self.backends.secrets,

@@ -25,7 +25,8 @@ def ensure_self_signed(state_dir: Path) -> tuple[Path, Path]:
     cert_path, key_path = generated_cert_paths(state_dir)
     if cert_path.is_file() and key_path.is_file():
         return cert_path, key_path
-    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The certificate is public: local `aft` users read it to trust the daemon. The key is not.
+    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aftd on localhost")])
     now = dt.datetime.now(dt.UTC)
@@ -49,6 +50,7 @@ def ensure_self_signed(state_dir: Path) -> tuple[Path, Path]:
                                   serialization.NoEncryption())
     _write_private(key_path, key_bytes)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.chmod(cert_path, 0o644)  # explicit: the service runs with UMask=0077
     return cert_path, key_path
 
 

@@ -83,3 +83,16 @@ async def test_generated_cert_and_key_are_reused(make_daemon) -> None:  # type: 
     d.stop()
     await d.start()
     assert d.cert.read_bytes() == cert_before
+
+
+async def test_second_signal_forces_exit(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d: DaemonProcess = await make_daemon(scripts={"slow": SLOW})
+    api = Api(d)
+    _, job = await api.trigger("slow")
+    await api.wait_job(job["jobId"], ("running",))
+    await api.close()
+    d.signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    d.signal(signal.SIGTERM)
+    # Well before the 30 s grace: the second signal does not wait for the job.
+    assert await d.wait_exit(timeout=10) != 0
