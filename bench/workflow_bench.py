@@ -2,6 +2,8 @@
 
     python bench/workflow_bench.py [--n 100 1000] [--file-kib 4] [--max-concurrent 64]
 
+(``BENCH_DEST=src`` copies local→local instead of local→SFTP, to separate SFTP costs.)
+
 Everything is local: a private OpenSSH sshd (tests/fixtures/sshd.py) as the SFTP destination,
 the orchestrator HTTP server of the tests (tests/fixtures/orchestrator.py) in this process, and
 the daemon as its own process (tests/fixtures/daemon.py) triggered over its HTTPS API. Each
@@ -35,6 +37,17 @@ from tests.fixtures.sshd import SshdServer, start_sshd  # noqa: E402
 SCRIPT = (REPO / "aftd" / "examples" / "scripts" / "claim_transfer_report.py").read_text()
 DEST = os.environ.get("BENCH_DEST", "partner")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class ReusingApi(Api):
+    """The test client, but with one TLS context so connections are reused: a new context per
+    request (the fixture's default) opens a new TLS connection each time, and every idle
+    connection holds ~256 KiB in the daemon (asyncio's SSL buffer) until keep-alive expires."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        super().__init__(daemon)
+        ctx = daemon.ssl_context()
+        daemon.ssl_context = lambda: ctx  # type: ignore[method-assign]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,7 +139,7 @@ async def main(ns: list[int], file_kib: int, max_concurrent: int) -> int:
                                     "AFTD_SECRET_SSHD_KEY": sshd.user_key_text},
                                scripts={"claim_transfer_report": SCRIPT})
         await daemon.start()
-        api = Api(daemon)
+        api = ReusingApi(daemon)
         ok = True
         try:
             assert daemon.proc is not None
@@ -134,8 +147,8 @@ async def main(ns: list[int], file_kib: int, max_concurrent: int) -> int:
             await run_batch(api, orch, src, "warmup", 20, file_kib, pid)
             print(f"{'N':>6} {'wf/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/wf':>10} "
                   f"{'RSS MB':>7} {'claims':>7} {'reports':>8} {'accepted':>9} {'completed':>9}")
-            for n in ns:
-                r = await run_batch(api, orch, src, f"n{n}", n, file_kib, pid)
+            for i, n in enumerate(ns):
+                r = await run_batch(api, orch, src, f"b{i}n{n}", n, file_kib, pid)
                 print(f"{r['n']:>6} {r['wf_per_s']:>8.1f} {r['p50_ms']:>8.0f} "
                       f"{r['p99_ms']:>8.0f} {r['cpu_per_wf_ms']:>10.1f} {r['rss_mb']:>7.0f} "
                       f"{r['claims']:>7} {r['reports']:>8} {r['accepted']:>9} "
