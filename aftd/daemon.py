@@ -127,7 +127,9 @@ class Daemon:
             cert, key = ensure_self_signed(cfg.paths.state_dir)
         app = build_app(self.state, cfg.server.max_body_bytes,
                         [http_metrics_middleware(self.metrics)])
-        self.web = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A short keep-alive: every idle TLS connection holds ~256 KiB of buffers.
+        self.web = web.AppRunner(app, access_log=None, handle_signals=False,
+                                 keepalive_timeout=15.0)
         await self.web.setup()
         site = web.TCPSite(self.web, cfg.server.host, cfg.server.port,
                            ssl_context=server_context(cert, key), shutdown_timeout=5.0)

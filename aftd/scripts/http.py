@@ -7,6 +7,7 @@ configurable CA. Responses are read fully (bounded) so scripts get plain ``statu
 
 from __future__ import annotations
 
+import functools
 import json as jsonlib
 import ssl
 from pathlib import Path
@@ -60,7 +61,8 @@ class HttpClient:
         if bearer:
             self._headers["Authorization"] = f"Bearer {bearer}"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._ssl: ssl.SSLContext | bool = _ssl_context(verify, ca_file)
+        self._ssl: ssl.SSLContext | bool = _ssl_context(verify,
+                                                         str(ca_file) if ca_file else None)
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:  # never show the Authorization header
@@ -126,9 +128,11 @@ async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
-def _ssl_context(verify: bool, ca_file: Path | str | None) -> ssl.SSLContext | bool:
+@functools.lru_cache(maxsize=32)
+def _ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext | bool:
+    """Shared per (verify, CA file): loading the trust store costs ~20 ms of blocked loop."""
     if not verify:
         return False
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
