@@ -43,9 +43,9 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     wall, user, sys_, rss_kb = (float(x) for x in marks[-1].split()[1:])
     res = {"wall": wall, "cpu": user + sys_, "rss_mb": rss_kb / 1024}
-    out = proc.stdout.strip()
-    if out.startswith("{"):
-        res.update(json.loads(out.splitlines()[-1]))
+    last = proc.stdout.strip().splitlines()[-1:]
+    if last and last[0].startswith("{"):
+        res.update(json.loads(last[0]))
     return res
 
 
@@ -125,38 +125,58 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         d = tree / f"d{i % 10}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i:05d}.dat").write_bytes(os.urandom(args.file_kib * 1024))
+    os.link(local / "big.bin", sshd.root / "src.bin")  # the download source
     return {"work": work, "local": local, "sshd": sshd}
 
 
-def cases(ctx: dict[str, Any]) -> list[tuple[str, str, list[str], dict[str, str] | None]]:
-    """(group, tool, command, env) in the order they run each round."""
+Case = tuple[str, str, list[str], dict[str, str] | None, Path]
+
+
+def cases(ctx: dict[str, Any]) -> list[Case]:
+    """(group, tool, command, env, output) — the first of each group is aftd."""
     L, R = ctx["local"], ctx["sshd"].root
     renv = rclone_env(ctx)
     rc = ["rclone", "copy", "--transfers", "4", "--checkers", "8"]
     return [
-        ("local→local 1 file", "aftd", aftd_cmd(ctx, "local", "local", "big.bin", "ll"), None),
-        ("local→local 1 file", "cp", ["cp", str(L / "big.bin"), str(L / "cp.bin")], None),
-        ("local→sftp 1 file", "aftd", aftd_cmd(ctx, "local", "remote", "big.bin", "up"), None),
-        ("local→sftp 1 file", "sftp put", sftp_cmd(ctx, f"put {L}/big.bin {R}/put.bin"), None),
-        ("sftp→local 1 file", "aftd", aftd_cmd(ctx, "remote", "local", "put.bin", "down"), None),
-        ("sftp→local 1 file", "sftp get", sftp_cmd(ctx, f"get {R}/put.bin {L}/get.bin"), None),
-        ("local→sftp tree", "aftd", aftd_cmd(ctx, "local", "remote", "tree", "t1"), None),
+        ("local→local 1 file", "aftd", aftd_cmd(ctx, "local", "local", "big.bin", "ll"), None,
+         L / "ll"),
+        ("local→local 1 file", "cp", ["cp", str(L / "big.bin"), str(L / "cp.bin")], None,
+         L / "cp.bin"),
+        ("local→sftp 1 file", "aftd", aftd_cmd(ctx, "local", "remote", "big.bin", "up"), None,
+         R / "up"),
+        ("local→sftp 1 file", "sftp put", sftp_cmd(ctx, f"put {L}/big.bin {R}/put.bin"), None,
+         R / "put.bin"),
+        ("sftp→local 1 file", "aftd", aftd_cmd(ctx, "remote", "local", "src.bin", "down"), None,
+         L / "down"),
+        ("sftp→local 1 file", "sftp get", sftp_cmd(ctx, f"get {R}/src.bin {L}/get.bin"), None,
+         L / "get.bin"),
+        ("local→sftp tree", "aftd", aftd_cmd(ctx, "local", "remote", "tree", "t1"), None, R / "t1"),
         ("local→sftp tree", "rclone no-hash",
-         [*rc, "--sftp-disable-hashcheck", str(L / "tree"), f"bench:{R}/t2"], renv),
+         [*rc, "--sftp-disable-hashcheck", str(L / "tree"), f"bench:{R}/t2"], renv, R / "t2"),
         ("local→sftp tree+verify", "aftd sha256",
-         aftd_cmd(ctx, "local", "remote", "tree", "t3", verify="sha256"), None),
-        ("local→sftp tree+verify", "rclone md5", [*rc, str(L / "tree"), f"bench:{R}/t4"], renv),
+         aftd_cmd(ctx, "local", "remote", "tree", "t3", verify="sha256"), None, R / "t3"),
+        ("local→sftp tree+verify", "rclone md5", [*rc, str(L / "tree"), f"bench:{R}/t4"], renv,
+         R / "t4"),
     ]
 
 
-def clean(ctx: dict[str, Any]) -> None:
-    L, R = ctx["local"], ctx["sshd"].root
-    for p in (L / "ll", L / "cp.bin", L / "down", L / "get.bin", R / "up", R / "t1", R / "t2",
-              R / "t3", R / "t4"):
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
+def remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+
+
+def rounds(plan: list[Case], rnd: int) -> list[Case]:
+    """Alternate who goes first in each group: the first writer after a delete pays for fresh
+    pages (these VMs hand freed memory back to the host), so no tool always gets that seat."""
+    groups: dict[str, list[Case]] = {}
+    for c in plan:
+        groups.setdefault(c[0], []).append(c)
+    out: list[Case] = []
+    for members in groups.values():
+        out.extend(reversed(members) if rnd % 2 else members)
+    return out
 
 
 def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argparse.Namespace,
@@ -168,6 +188,7 @@ def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argpars
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         groups.setdefault(group, []).append((tool, med))
     for group, rows in groups.items():
+        rows.sort(key=lambda r: not r[0].startswith("aftd"))
         aftd_wall = rows[0][1]["wall"]
         tree = "tree" in group
         nbytes = args.files * args.file_kib * 1024 if tree else args.size_mib << 20
@@ -193,8 +214,8 @@ def main_parent(args: argparse.Namespace) -> None:
         plan = cases(ctx)
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for rnd in range(args.runs + 1):  # round 0 warms caches and is discarded
-            clean(ctx)
-            for group, tool, cmd, env in plan:
+            for group, tool, cmd, env, output in rounds(plan, rnd):
+                remove(output)
                 r = run_measured(cmd, env)
                 if rnd:
                     results.setdefault((group, tool), []).append(r)

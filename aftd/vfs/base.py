@@ -109,6 +109,12 @@ class WriteStream(Protocol):
     async def flush(self) -> None:
         """Wait until every queued byte is acknowledged (raises the first write error)."""
 
+    async def finish(self, mtime: float | None) -> int:
+        """Flush, set the modification time, and return the size the storage now reports.
+
+        One call so a remote backend can pipeline the three instead of paying three round trips.
+        """
+
 
 class Vfs(abc.ABC):
     """One configured filesystem. Cheap to construct; connections are made lazily."""

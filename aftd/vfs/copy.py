@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 from aftd import progress
 from aftd.errors import TransferError
-from aftd.vfs.base import FileInfo, Vfs, fail
+from aftd.vfs.base import FileInfo, PathNotFoundError, Vfs, fail
 from aftd.vfs.copy_file import FileJob, copy_one
 from aftd.vfs.paths import join, parent
 
 __all__ = ["OVERWRITE_POLICIES", "CopyResult", "copy_tree"]
 
 OVERWRITE_POLICIES = ("never", "always", "if_size_differs", "if_newer")
+PRELIST_MIN = 16  # files into one directory before listing it beats one stat per file
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ async def copy_tree(
         sink.add_total(files=len(plan), nbytes=sum(f.size for f, _ in plan))
     await _make_dirs(dst, {parent(d) for _, d in plan} | ({dst_base} if root.is_dir else set()))
     jobs = [FileJob(src, f, dst, d, overwrite, verify) for f, d in plan]
+    await _prelist(dst, jobs)
     digests = await _run_all(jobs, transfers)
     copied = [(j, dg) for j, dg in zip(jobs, digests, strict=True) if dg != ""]
     return CopyResult(
@@ -101,6 +103,28 @@ async def _make_dirs(dst: Vfs, dirs: set[str]) -> None:
     for d in sorted(leaves):
         if d:
             await dst.makedirs(d)
+
+
+async def _prelist(dst: Vfs, jobs: list[FileJob]) -> None:
+    """Learn what the destination already holds with one listing per busy directory.
+
+    A tree copy would otherwise stat every target (a round trip each over SFTP). Directories
+    receiving only a few files are left to per-file stats: listing a huge directory to place
+    one file would cost more. A target appearing after the listing is still caught: the final
+    rename refuses to replace it unless the policy allows.
+    """
+    by_dir: dict[str, list[FileJob]] = {}
+    for j in jobs:
+        by_dir.setdefault(parent(j.dst_path), []).append(j)
+    for d, members in by_dir.items():
+        if len(members) < PRELIST_MIN:
+            continue
+        try:
+            listing = {e.path: e for e in await dst.listdir(d)}
+        except PathNotFoundError:
+            listing = {}
+        for j in members:
+            j.existing, j.existing_known = listing.get(j.dst_path), True
 
 
 async def _run_all(jobs: list[FileJob], transfers: int) -> list[str | None]:

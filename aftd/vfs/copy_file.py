@@ -50,6 +50,9 @@ class FileJob:
     dst_path: str
     overwrite: str
     verify: str | None
+    # What the destination holds under dst_path, when the caller already listed its directory.
+    existing: FileInfo | None = None
+    existing_known: bool = False
 
 
 @dataclass
@@ -78,10 +81,8 @@ async def copy_one(job: FileJob) -> str | None:
     name = job.dst_path.rsplit("/", 1)[-1]
     tmp = join(parent(job.dst_path), f".{name}.{secrets.token_hex(4)}.aftd-part")
     try:
-        digest = await _transfer(job, tmp)
-        await _check(job, tmp, digest)
-        if job.dst.features.set_mtime:
-            await job.dst.set_mtime(tmp, job.src_info.mtime)
+        digest, size = await _transfer(job, tmp)
+        await _check(job, tmp, digest, size)
         await job.dst.rename(tmp, job.dst_path, overwrite=job.overwrite != "never")
     except BaseException:
         await _discard(job.dst, tmp)
@@ -90,9 +91,14 @@ async def copy_one(job: FileJob) -> str | None:
 
 
 async def _skip(job: FileJob) -> bool:
-    try:
-        have = await job.dst.stat(job.dst_path)
-    except PathNotFoundError:
+    if job.existing_known:
+        have = job.existing
+    else:
+        try:
+            have = await job.dst.stat(job.dst_path)
+        except PathNotFoundError:
+            have = None
+    if have is None:
         return False
     if have.is_dir:
         raise fail(PathExistsError, job.dst.name, job.dst_path, "a directory is in the way")
@@ -112,11 +118,11 @@ async def _discard(dst: Vfs, tmp: str) -> None:
         await asyncio.shield(dst.remove(tmp))
 
 
-async def _check(job: FileJob, tmp: str, digest: str) -> None:
-    got = await job.dst.stat(tmp)
-    if got.size != job.src_info.size:
+async def _check(job: FileJob, tmp: str, digest: str, size: int) -> None:
+    """``size`` is what the destination reports for the written file (not what we sent)."""
+    if size != job.src_info.size:
         raise fail(TransferError, job.dst.name, job.dst_path,
-                   f"size check failed: wrote {got.size} bytes, source has {job.src_info.size}")
+                   f"size check failed: wrote {size} bytes, source has {job.src_info.size}")
     if digest and "sha256" in job.dst.features.checksums:
         written = await job.dst.checksum(tmp, "sha256")
         if written != digest:
@@ -124,7 +130,7 @@ async def _check(job: FileJob, tmp: str, digest: str) -> None:
                        f"sha256 mismatch: source {digest}, written {written}")
 
 
-async def _transfer(job: FileJob, tmp: str) -> str:
+async def _transfer(job: FileJob, tmp: str) -> tuple[str, int]:
     if job.src.features.local_path and job.dst.features.local_path:
         return await _kernel_copy(job, tmp)
     prog = _Progress()
@@ -145,7 +151,7 @@ async def _transfer(job: FileJob, tmp: str) -> str:
 
 
 async def _stream(job: FileJob, tmp: str, offset: int, prog: _Progress,
-                  holder: list[WriteStream]) -> str:
+                  holder: list[WriteStream]) -> tuple[str, int]:
     h = hashlib.sha256() if job.verify else None
     if h is not None and offset:
         await _hash_prefix(job, h, offset)
@@ -159,13 +165,14 @@ async def _stream(job: FileJob, tmp: str, offset: int, prog: _Progress,
                 h.update(data)
             pos += len(data)
             prog.upto(w.confirmed)
-        await w.flush()
+        mtime = job.src_info.mtime if job.dst.features.set_mtime else None
+        size = await w.finish(mtime)
         prog.upto(pos)
     if pos != job.src_info.size:
         raise fail(TransferError, job.src.name, job.src_info.path,
                    f"source changed during the copy: read {pos} bytes, expected "
                    f"{job.src_info.size}")
-    return h.hexdigest() if h is not None else ""
+    return (h.hexdigest() if h is not None else ""), size
 
 
 async def _hash_prefix(job: FileJob, h: Any, upto: int) -> None:
@@ -178,7 +185,7 @@ async def _hash_prefix(job: FileJob, h: Any, upto: int) -> None:
             pos += len(take)
 
 
-async def _kernel_copy(job: FileJob, tmp: str) -> str:
+async def _kernel_copy(job: FileJob, tmp: str) -> tuple[str, int]:
     """local→local: copy_file_range/sendfile in a worker thread, no bytes through Python."""
     src: LocalVfs = job.src  # type: ignore[assignment]
     dst: LocalVfs = job.dst  # type: ignore[assignment]
@@ -190,9 +197,10 @@ async def _kernel_copy(job: FileJob, tmp: str) -> str:
     def report(pos: int) -> None:
         loop.call_soon_threadsafe(prog.upto, pos)
 
-    fut = loop.run_in_executor(None, _kernel_copy_sync, sp, dp, stop, report)
+    mtime = job.src_info.mtime
+    fut = loop.run_in_executor(None, _kernel_copy_sync, sp, dp, stop, report, mtime)
     try:
-        await asyncio.shield(fut)
+        size = await asyncio.shield(fut)
     except asyncio.CancelledError:
         stop.set()  # let the thread notice within one chunk, then clean up behind it
         with suppress(Exception):
@@ -201,11 +209,12 @@ async def _kernel_copy(job: FileJob, tmp: str) -> str:
     except OSError as exc:
         raise fail(TransferError, dst.name, job.dst_path, exc.strerror or str(exc)) from None
     if job.verify:
-        return await src.checksum(job.src_info.path, "sha256")
-    return ""
+        return await src.checksum(job.src_info.path, "sha256"), size
+    return "", size
 
 
-def _kernel_copy_sync(sp: str, dp: str, stop: threading.Event, report: Any) -> None:
+def _kernel_copy_sync(sp: str, dp: str, stop: threading.Event, report: Any,
+                      mtime: float) -> int:
     fin = os.open(sp, os.O_RDONLY)
     try:
         fout = os.open(dp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -223,9 +232,11 @@ def _kernel_copy_sync(sp: str, dp: str, stop: threading.Event, report: Any) -> N
                     n = os.sendfile(fout, fin, pos, _KERNEL_CHUNK)
                     os.lseek(fin, pos + n, os.SEEK_SET)
                 if n == 0:
-                    return
+                    os.utime(fout, (mtime, mtime))
+                    return os.fstat(fout).st_size
                 pos += n
                 report(pos)
+            raise InterruptedError("copy cancelled")  # stopped from the event loop side
         finally:
             os.close(fout)
     finally:

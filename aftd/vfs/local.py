@@ -194,6 +194,17 @@ class _LocalWriter:
     async def flush(self) -> None:
         return None
 
+    async def finish(self, mtime: float | None) -> int:
+        def op() -> int:
+            if mtime is not None:
+                os.utime(self.fd, (mtime, mtime))
+            return os.fstat(self.fd).st_size
+
+        try:
+            return await asyncio.to_thread(op)
+        except OSError as exc:
+            raise _os_error(self.vfs.name, self.rel, exc) from None
+
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
