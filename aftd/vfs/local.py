@@ -158,7 +158,9 @@ class LocalVfs(Vfs):
 
         fd = await self._run(rel, op)
         try:
-            yield _LocalWriter(self, rel, fd, offset)
+            writer = _LocalWriter(self, rel, fd, offset)
+            yield writer
+            await writer.flush()
         finally:
             os.close(fd)
 
@@ -177,24 +179,38 @@ class _LocalReader:
 
 
 class _LocalWriter:
+    """Gathers small chunks (an SFTP reader yields ~255 KiB) into one pwritev per chunk_size,
+    so a download pays one thread hand-off per MiB rather than four, without copying."""
+
     def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int) -> None:
         self.vfs, self.rel, self.fd, self.offset = vfs, rel, fd, offset
+        self.pending: list[bytes] = []
+        self.pending_len = 0
 
     @property
     def confirmed(self) -> int:
         return self.offset
 
     async def write(self, data: bytes) -> None:
-        try:
-            await asyncio.to_thread(_pwrite_all, self.fd, data, self.offset)
-        except OSError as exc:
-            raise _os_error(self.vfs.name, self.rel, exc) from None
-        self.offset += len(data)
+        self.pending.append(data)
+        self.pending_len += len(data)
+        if self.pending_len >= self.vfs.chunk_size:
+            await self.flush()
 
     async def flush(self) -> None:
-        return None
+        if not self.pending:
+            return
+        bufs, n = self.pending, self.pending_len
+        self.pending, self.pending_len = [], 0
+        try:
+            await asyncio.to_thread(_pwritev_all, self.fd, bufs, self.offset)
+        except OSError as exc:
+            raise _os_error(self.vfs.name, self.rel, exc) from None
+        self.offset += n
 
     async def finish(self, mtime: float | None) -> int:
+        await self.flush()
+
         def op() -> int:
             if mtime is not None:
                 os.utime(self.fd, (mtime, mtime))
@@ -206,11 +222,16 @@ class _LocalWriter:
             raise _os_error(self.vfs.name, self.rel, exc) from None
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+def _pwritev_all(fd: int, bufs: list[bytes], offset: int) -> None:
+    views = [memoryview(b) for b in bufs if b]
+    while views:
+        n = os.pwritev(fd, views, offset)
+        offset += n
+        while views and n >= len(views[0]):  # drop what was written, keep a partial remainder
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
 
 
 def sha256_file(path: str) -> str:
