@@ -139,9 +139,14 @@ class LocalVfs(Vfs):
     @asynccontextmanager
     async def open_read(self, path: str, offset: int = 0) -> AsyncIterator[ReadStream]:
         rel = self.rel(path)
-        fd = await self._run(rel, lambda p: os.open(p, os.O_RDONLY))
+
+        def op(p: str) -> tuple[int, int]:
+            fd = os.open(p, os.O_RDONLY)
+            return fd, os.fstat(fd).st_size
+
+        fd, size = await self._run(rel, op)
         try:
-            yield _LocalReader(self, rel, fd, offset)
+            yield _LocalReader(self, rel, fd, offset, size)
         finally:
             os.close(fd)
 
@@ -166,12 +171,17 @@ class LocalVfs(Vfs):
 
 
 class _LocalReader:
-    def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int) -> None:
-        self.vfs, self.rel, self.fd, self.offset = vfs, rel, fd, offset
+    """Reads up to the size seen at open (the snapshot we copy), like the SFTP reader."""
+
+    def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int, size: int) -> None:
+        self.vfs, self.rel, self.fd, self.offset, self.size = vfs, rel, fd, offset, size
 
     async def read(self) -> bytes:
+        want = min(self.vfs.chunk_size, self.size - self.offset)
+        if want <= 0:
+            return b""  # no thread hop just to learn about end of file
         try:
-            data = await asyncio.to_thread(os.pread, self.fd, self.vfs.chunk_size, self.offset)
+            data = await asyncio.to_thread(os.pread, self.fd, want, self.offset)
         except OSError as exc:
             raise _os_error(self.vfs.name, self.rel, exc) from None
         self.offset += len(data)

@@ -187,7 +187,11 @@ class SftpVfs(Vfs):
 
 
 class _PipelinedReader:
-    """Keeps up to ``requests_in_flight`` reads outstanding, returns them in order."""
+    """Keeps up to ``requests_in_flight`` reads outstanding, returns them in order.
+
+    Reads stop at the size the file had when opened (bytes appended later are not copied;
+    a file that shrank ends early and the copy engine reports it as changed).
+    """
 
     def __init__(self, vfs: SftpVfs, rel: str, f: asyncssh.SFTPClientFile, offset: int,
                  size: int) -> None:
@@ -206,11 +210,8 @@ class _PipelinedReader:
 
     async def read(self) -> bytes:
         self._fill()
-        if not self.pending:
-            # Past the size seen at open: one plain read notices a file that grew.
-            data = await self._guard(self.f.read(self.bs, self.pos))
-            self.pos = self.next_off = self.size = self.pos + len(data)
-            return data
+        if not self.pending:  # the size seen at open is the snapshot we copy
+            return b""
         n, fut = self.pending.popleft()
         data = await self._guard(fut)
         if len(data) != n:  # short read or shrunk file: re-plan from where we are
@@ -280,17 +281,16 @@ class _PipelinedWriter:
             raise
 
     async def finish(self, mtime: float | None) -> int:
-        """Send set-mtime, stat and close right behind the last writes, then await them all.
+        """After the last write is acknowledged, set mtime, stat and close in one round trip.
 
-        sftp-server handles the requests of a channel in order, so the stat sees every write
-        and the whole tail costs one round trip instead of four (it matters for small files).
-        A write that failed still fails the copy: its response is awaited before returning.
-        Tasks start in creation order, so these requests go out after the queued writes.
+        sftp-server answers a channel's requests in order, so sending the three together is
+        safe. They must not overtake the writes: asyncssh sends a write from a task of its
+        own, so only an acknowledged write is known to be ahead of them.
         """
+        await self.flush()
         set_time = self.f.utime((mtime, mtime)) if mtime is not None else asyncio.sleep(0)
         tail = asyncio.gather(set_time, self.f.stat(), self.f.close())
         try:
-            await self.flush()
             _, attrs, _ = await tail
         except BaseException as exc:
             tail.cancel()
