@@ -163,7 +163,9 @@ class SftpVfs(Vfs):
     async def _open(self, rel: str, full: str, mode: str, truncate: int = 0,
                     ) -> AsyncIterator[tuple[asyncssh.SFTPClientFile, int]]:
         async def op(s: asyncssh.SFTPClient) -> tuple[asyncssh.SFTPClientFile, int]:
-            f = await s.open(full, mode, block_size=self.opts["block_size"], max_requests=1)
+            # block_size=0: each read/write is one request sent from the calling task. We split
+            # and pipeline ourselves; asyncssh's own splitting would add a task per request.
+            f = await s.open(full, mode, block_size=0)
             if truncate:
                 await f.truncate(truncate)
             if "r" not in mode or "+" in mode:
