@@ -136,8 +136,9 @@ async def _run_all(jobs: list[FileJob], transfers: int) -> list[str | None]:
         for i in queue:
             results[i] = await copy_one(jobs[i])
             sink = progress.current()
-            if sink is not None:
-                sink.advance(files=1)
+            if sink is not None:  # a skipped file's bytes count as done, so totals add up
+                skipped = jobs[i].src_info.size if results[i] == "" else 0
+                sink.advance(files=1, nbytes=skipped)
 
     try:
         async with asyncio.TaskGroup() as tg:

@@ -122,8 +122,12 @@ class SftpVfs(Vfs):
 
         async def mv(s: asyncssh.SFTPClient) -> None:
             if overwrite:
-                await s.posix_rename(sfull, dfull)  # atomic replace (OpenSSH extension)
-                return
+                try:
+                    await s.posix_rename(sfull, dfull)  # atomic replace (OpenSSH extension)
+                    return
+                except asyncssh.SFTPOpUnsupported:  # not OpenSSH: replace in two steps
+                    with suppress(asyncssh.SFTPNoSuchFile):
+                        await s.remove(dfull)
             try:  # plain SFTP rename refuses an existing target
                 await s.rename(sfull, dfull)
             except asyncssh.SFTPFailure:

@@ -60,10 +60,6 @@ def sshd_own(tmp_path: Path) -> Iterator[SshdServer]:
     srv.kill()
 
 
-def secrets_for(*servers: SshdServer) -> DictSecrets:
-    return DictSecrets({"sshd-key": servers[0].user_key_text} if servers else {})
-
-
 @pytest.fixture
 async def pool(tmp_path: Path, sshd_a: SshdServer, sshd_b: SshdServer) -> AsyncIterator[VfsPool]:
     """Four VFS: two local roots, and one sub-root on each of two sshd servers."""
@@ -73,7 +69,7 @@ async def pool(tmp_path: Path, sshd_a: SshdServer, sshd_b: SshdServer) -> AsyncI
     sa, sb = sshd_a.root / tmp_path.name, sshd_b.root / tmp_path.name
     sa.mkdir()
     sb.mkdir()
-    # Both servers trust the same user key? No: each has its own; give each its own secret.
+    # Each server trusts its own user key, so each VFS names its own key secret.
     entries = {
         "l1": {"type": "local", "root": str(roots["l1"])},
         "l2": {"type": "local", "root": str(roots["l2"])},
