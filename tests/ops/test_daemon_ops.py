@@ -57,10 +57,7 @@ async def test_sighup_reload_good_and_bad_config(make_daemon) -> None:  # type: 
         text += f'\n[[auth.api_keys]]\nname = "new"\nsha256 = "{hashlib.sha256(new_key.encode()).hexdigest()}"\n'
         d.config_path.write_text(text)
         d.signal(signal.SIGHUP)
-        for _ in range(100):
-            if "config_reloaded" in d.logs():
-                break
-            await asyncio.sleep(0.05)
+        await d.wait_for_log("config_reloaded")
         status, body = await api.trigger("second")
         assert status == 201, body
         assert (await api.wait_job(body["jobId"]))["status"] == "succeeded"
@@ -71,10 +68,7 @@ async def test_sighup_reload_good_and_bad_config(make_daemon) -> None:  # type: 
 
         d.config_path.write_text(text + "\n[jobs]\nmax_concurrent = -5\n")
         d.signal(signal.SIGHUP)
-        for _ in range(100):
-            if "reload_refused" in d.logs():
-                break
-            await asyncio.sleep(0.05)
+        await d.wait_for_log("reload_refused")
         assert "jobs.max_concurrent" in d.logs()
         assert (await api.trigger("second"))[0] == 201  # old config still in force
     finally:

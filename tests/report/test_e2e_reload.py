@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +20,7 @@ async def test_report_delivered_after_reload(make_daemon: Callable[..., Any],
     api = Api(d)
     try:
         d.signal(signal.SIGHUP)
-        for _ in range(200):
-            if "config_reloaded" in d.logs():
-                break
-            await asyncio.sleep(0.05)
-        assert "config_reloaded" in d.logs()
+        await d.wait_for_log("config_reloaded")
         status, body = await api.trigger("claim_transfer_report",
                                          [{"name": "job_id", "value": "o1"}])
         assert status == 201, body

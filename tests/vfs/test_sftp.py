@@ -189,3 +189,13 @@ async def test_sshd_restarted_mid_transfer_resumes(sshd_own: SshdServer, tmp_pat
     assert result.checksums == {"out/f.bin": digest}
     assert hashlib.sha256((out_dir / "f.bin").read_bytes()).hexdigest() == digest
     assert [p.name for p in out_dir.iterdir()] == ["f.bin"]
+
+
+async def test_empty_root_is_the_login_directory(sshd_a: SshdServer, tmp_path: Path) -> None:
+    pool = sftp_pool(sshd_a, tmp_path, root="")
+    try:
+        vfs = pool.get("s")
+        assert isinstance(vfs, SftpVfs)
+        assert await vfs.root() == os.path.realpath(os.path.expanduser("~"))
+    finally:
+        await pool.aclose()
