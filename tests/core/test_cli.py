@@ -117,3 +117,17 @@ def test_gen_apikey_prints_key_and_matching_digest() -> None:
     digest = next(line.split(": ")[1] for line in r.stdout.splitlines()
                   if line.startswith("SHA-256"))
     assert hashlib.sha256(key.encode()).hexdigest() == digest
+
+
+def test_secrets_check_names_provider_without_values(tmp_path: Path) -> None:
+    cfg = tmp_path / "aftd.toml"
+    cfg.write_text('[secrets]\norder = ["env"]\n')
+    env = {**os.environ, "AFTD_SECRET_ORCH_API_TOKEN": "tok-value-secret-xyz"}
+    r = subprocess.run([sys.executable, "-m", "aftd", "secrets", "check", "--config", str(cfg),
+                        "orch-api-token", "not-there"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 1
+    out = r.stdout + r.stderr
+    assert "orch-api-token" in out and "env" in out
+    assert "not-there" in out
+    assert "tok-value-secret-xyz" not in out
