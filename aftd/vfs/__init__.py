@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from aftd.vfs.base import Features, FileInfo, SecretResolver, UnknownVfsError, Vfs
 from aftd.vfs.config import VfsConfig, parse_vfs_section
+from aftd.vfs.copy import CopyResult
 
 __all__ = [
+    "CopyResult",
     "Features",
     "FileInfo",
     "SecretResolver",
