@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from aftd import __version__
+from aftd import __version__, progress
 from aftd.api.app import build_app
 from aftd.api.state import ApiState
 from aftd.apikeys import KeyRing, load_or_create_generated
@@ -142,10 +142,17 @@ class Daemon:
                  tls_cert=str(cert), version=__version__, config=cfg.source)
 
     def _wire_metrics(self) -> None:
+        progress.add_transfer_observer(self._on_transfer)
         self.metrics.register_job_state_source(self.store.counts)
         self.metrics.register_queue_source(
             lambda: (self.runner.queued_count, self.runner.running_count))
         self.metrics.register_outbox_source(self.outbox.depth)
+
+    def _on_transfer(self, src_vfs: str, dst_vfs: str, files: int, nbytes: int, ok: bool) -> None:
+        if ok:
+            self.metrics.count_transfer(src_vfs, dst_vfs, files, nbytes)
+        else:
+            self.metrics.count_transfer_error(src_vfs, dst_vfs)
 
     def _on_job_end(self, job: Job) -> None:
         self.outbox.release_job(job.id)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Protocol
 
-__all__ = ["CURRENT", "ProgressSink", "current"]
+__all__ = ["CURRENT", "ProgressSink", "TransferObserver", "add_transfer_observer", "current",
+           "transfer_finished"]
 
 
 class ProgressSink(Protocol):
@@ -25,3 +26,21 @@ CURRENT: ContextVar[ProgressSink | None] = ContextVar("aftd_progress", default=N
 
 def current() -> ProgressSink | None:
     return CURRENT.get()
+
+
+class TransferObserver(Protocol):
+    def __call__(self, src_vfs: str, dst_vfs: str, files: int, nbytes: int, ok: bool) -> None:
+        """One ``copy_to`` ended: what it moved, and whether it succeeded."""
+
+
+_OBSERVERS: list[TransferObserver] = []
+
+
+def add_transfer_observer(observer: TransferObserver) -> None:
+    """Process-wide hook (metrics); the VFS layer calls it without knowing who listens."""
+    _OBSERVERS.append(observer)
+
+
+def transfer_finished(src_vfs: str, dst_vfs: str, files: int, nbytes: int, ok: bool) -> None:
+    for observer in _OBSERVERS:
+        observer(src_vfs, dst_vfs, files, nbytes, ok)

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from aftd import progress
 from aftd.errors import TransferError
 
 if TYPE_CHECKING:
@@ -189,7 +190,13 @@ class Vfs(abc.ABC):
         """Copy a file or directory tree into ``dst_dir`` of ``dst_vfs`` (``aftd.vfs.copy``)."""
         from aftd.vfs.copy import copy_tree
 
-        return await copy_tree(
-            self, src_path, dst_vfs, dst_dir, overwrite=overwrite, verify=verify,
-            include=include, exclude=exclude, transfers=transfers,
-        )
+        try:
+            result = await copy_tree(
+                self, src_path, dst_vfs, dst_dir, overwrite=overwrite, verify=verify,
+                include=include, exclude=exclude, transfers=transfers,
+            )
+        except TransferError:
+            progress.transfer_finished(self.name, dst_vfs.name, 0, 0, ok=False)
+            raise
+        progress.transfer_finished(self.name, dst_vfs.name, result.files, result.bytes, ok=True)
+        return result

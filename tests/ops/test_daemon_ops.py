@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.conftest import HELLO
 from tests.fixtures.daemon import Api, DaemonProcess
 from tests.ops.conftest import NotifyReceiver
 
@@ -75,19 +76,38 @@ async def test_sighup_reload_good_and_bad_config(make_daemon) -> None:  # type: 
         await api.close()
 
 
-async def test_live_metrics_pass_promtool(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    d: DaemonProcess = await make_daemon()
+COPY = """
+async def main(job):
+    await job.vfs("a").copy_to(job.params["path"], job.vfs("b"), "/")
+"""
+
+
+async def test_live_metrics_pass_promtool(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    src, dst = tmp_path / "a", tmp_path / "b"
+    src.mkdir()
+    dst.mkdir()
+    (src / "f.bin").write_bytes(b"x" * 1000)
+    d: DaemonProcess = await make_daemon(
+        scripts={"hello": HELLO, "copy": COPY},
+        extra_config=f'[vfs.a]\ntype = "local"\nroot = "{src}"\n'
+                     f'[vfs.b]\ntype = "local"\nroot = "{dst}"\n')
     api = Api(d)
     try:
         for code in (0, 0, 3):
             _, body = await api.trigger("hello", {"exit_code": code})
             await api.wait_job(body["jobId"])
+        for path in ("f.bin", "missing.bin"):
+            _, body = await api.trigger("copy", {"path": path})
+            await api.wait_job(body["jobId"])
         await api.request("GET", "/v1/jobs/nope")
         status, text = await api.request("GET", "/metrics")
         assert status == 200
         assert 'aftd_jobs_finished_total{script="hello",state="succeeded"} 2.0' in text
-        assert 'aftd_jobs{state="failed"} 1.0' in text
+        assert 'aftd_jobs{state="failed"} 2.0' in text  # exit code 3 and the missing file
         assert 'route="/v1/jobs/{jobId}"' in text
+        assert 'aftd_transfer_bytes_total{dst_vfs="b",src_vfs="a"} 1000.0' in text
+        assert 'aftd_transfer_files_total{dst_vfs="b",src_vfs="a"} 1.0' in text
+        assert 'aftd_transfer_errors_total{dst_vfs="b",src_vfs="a"} 1.0' in text
         anon = Api(d, key=None)
         assert (await anon.request("GET", "/metrics"))[0] == 401
         await anon.close()
