@@ -88,7 +88,7 @@ class Daemon:
         self.store = JobStore(state_dir / DB_NAME)
         self.backends = await _build_backends(cfg, self.metrics)
         self.outbox = Outbox(state_dir / DB_NAME, cfg.reports, self.backends.secrets,
-                             ca_file=cfg.http.ca_file)
+                             ca_file=cfg.http.ca_file, on_outcome=self._on_report_outcome)
         await self.outbox.start()
         self.runner = Runner(self.store, ScriptLoader(cfg.paths.scripts_dir),
                              self._services(cfg, self.backends), cfg.jobs)
@@ -153,6 +153,12 @@ class Daemon:
             self.metrics.count_transfer(src_vfs, dst_vfs, files, nbytes)
         else:
             self.metrics.count_transfer_error(src_vfs, dst_vfs)
+
+    def _on_report_outcome(self, outcome: str) -> None:
+        if outcome == "delivered":
+            self.metrics.count_report_delivered()
+        else:
+            self.metrics.count_report_failure()
 
     def _on_job_end(self, job: Job) -> None:
         self.outbox.release_job(job.id)

@@ -78,8 +78,11 @@ class Outbox:
 
     def __init__(self, db_path: Path, cfg: ReportsConfig, secrets: SecretResolver, *,
                  ca_file: Path | None = None, max_in_flight: int = 32,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_outcome: Callable[[str], None] | None = None) -> None:
         self._db_path = db_path
+        # Told "delivered", "retry" or "abandoned" after each attempt (metrics).
+        self._on_outcome = on_outcome
         self._cfg = cfg
         self._secrets = secrets
         self._ca_file = ca_file
@@ -278,6 +281,11 @@ class Outbox:
             return _Attempt(error=_describe(exc, self._cfg.timeout_s))
 
     def _record(self, row: OutboxRow, attempt: _Attempt) -> None:
+        outcome = self._store_outcome(row, attempt)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    def _store_outcome(self, row: OutboxRow, attempt: _Attempt) -> str:
         store = self._store_()
         n = row.attempts + 1
         now = self._clock()
@@ -285,7 +293,7 @@ class Outbox:
         if outcome is Outcome.DELIVERED:
             store.finish(row.id, "delivered", n, attempt.status, None, now)
             log.info("report_delivered", job_id=row.job_id, attempts=n, status=attempt.status)
-            return
+            return "delivered"
         if outcome is Outcome.RETRY:
             sched = schedule_retry(attempt=n, now=now, pending_at=row.pending_at or now,
                                    cfg=self._cfg, retry_after=attempt.retry_after)
@@ -294,12 +302,13 @@ class Outbox:
                 log.warning("report_retry_scheduled", job_id=row.job_id, attempts=n,
                             status=attempt.status, error=attempt.error,
                             delay_s=round(sched.delay_s, 3))
-                return
+                return "retry"
         reason = attempt.error if outcome is Outcome.ABANDON else \
             f"deadline passed; last error: {attempt.error}"
         store.finish(row.id, "abandoned", n, attempt.status, reason, now)
         log.error("report_abandoned", job_id=row.job_id, attempts=n, status=attempt.status,
                   error=reason)
+        return "abandoned"
 
 
 def _http_error(resp: aiohttp.ClientResponse, text: str) -> str:

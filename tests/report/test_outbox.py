@@ -55,7 +55,8 @@ async def test_delivers_with_bearer_and_idempotency_key(orch: Orchestrator,
 
 async def test_503_three_times_then_delivered_once(orch: Orchestrator,
                                                    make_outbox: MakeOutbox) -> None:
-    box = await make_outbox()
+    outcomes: list[str] = []
+    box = await make_outbox(on_outcome=outcomes.append)
     orch.fail_reports(3, status=503)
     box.submit(_intent(box, orch, "j1", "o1"), _ok("o1"))
     rep = await wait_report(box, "j1", "delivered")
@@ -64,6 +65,7 @@ async def test_503_three_times_then_delivered_once(orch: Orchestrator,
     assert {a.key for a in attempts} == {"key-j1"}
     assert orch.accepted("key-j1") == 1
     assert rep["attempts"] == 4
+    assert outcomes == ["retry", "retry", "retry", "delivered"]  # what metrics are fed
 
 
 async def test_orchestrator_down_then_back(orch: Orchestrator, make_outbox: MakeOutbox) -> None:
