@@ -79,6 +79,7 @@ async def test_no_secret_value_leaks_anywhere(make_daemon, openbao_private: Open
     captured: list[str] = []
     try:
         status, body = await api.trigger("leaky")
+        assert status == 201, body
         captured.append(str(body))
         job = await api.wait_job(body["jobId"])
         assert job["status"] == "failed"
