@@ -1,6 +1,7 @@
 """VFS copy benchmark: aftd side by side with OpenSSH sftp, cp and rclone, in one run.
 
     python bench/vfs_bench.py [--size-mib 1024] [--files 1000] [--file-kib 64] [--runs 3]
+                              [--only 'sftp→local' ...]
 
 Everything runs over loopback against a private OpenSSH sshd (tests/fixtures/sshd.py) on this
 machine. Each copy runs in its own child process so its peak RSS (from wait4) is its own; aftd's
@@ -213,7 +214,7 @@ def main_parent(args: argparse.Namespace) -> None:
             sys.exit(f"{tool} is not installed")
     ctx = setup(args)
     try:
-        plan = cases(ctx)
+        plan = [c for c in cases(ctx) if not args.only or any(o in c[0] for o in args.only)]
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for rnd in range(args.runs + 1):  # round 0 warms caches and is discarded
             for group, tool, cmd, env, output in rounds(plan, rnd):
@@ -235,6 +236,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--file-kib", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default=None, help="parent of the scratch dir (default: TMPDIR)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only groups whose name contains this (repeatable), e.g. sftp→local")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for opt in ("port", "user", "key", "known-hosts", "local-root", "remote-root", "src", "dst",
                 "path", "dest-dir", "verify"):
