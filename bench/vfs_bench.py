@@ -82,7 +82,7 @@ def aftd_cmd(ctx: dict[str, Any], src: str, dst: str, path: str, dest_dir: str,
             "--key", str(s.user_key), "--known-hosts", str(s.known_hosts),
             "--local-root", str(ctx["local"]), "--remote-root", str(s.root),
             "--src", src, "--dst", dst, "--path", path, "--dest-dir", dest_dir,
-            "--verify", verify, "--transfers", str(transfers)]
+            "--verify", verify, "--transfers", str(transfers), "--loop", ctx["loop"]]
 
 
 def sftp_cmd(ctx: dict[str, Any], batch: str) -> list[str]:
@@ -127,7 +127,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i:05d}.dat").write_bytes(os.urandom(args.file_kib * 1024))
     os.link(local / "big.bin", sshd.root / "src.bin")  # the download source
-    return {"work": work, "local": local, "sshd": sshd}
+    return {"work": work, "local": local, "sshd": sshd, "loop": args.loop}
 
 
 Case = tuple[str, str, list[str], dict[str, str] | None, Path]
@@ -238,6 +238,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workdir", default=None, help="parent of the scratch dir (default: TMPDIR)")
     ap.add_argument("--only", action="append", default=[],
                     help="run only groups whose name contains this (repeatable), e.g. sftp→local")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                    help="event loop for aftd's copies (uvloop must be installed)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for opt in ("port", "user", "key", "known-hosts", "local-root", "remote-root", "src", "dst",
                 "path", "dest-dir", "verify"):
@@ -250,6 +252,11 @@ if __name__ == "__main__":
     a = parse_args()
     if a.child:
         a.port = int(a.port)
-        asyncio.run(child_copy(a))
+        if a.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(child_copy(a))
+        else:
+            asyncio.run(child_copy(a))
     else:
         main_parent(a)

@@ -20,6 +20,7 @@ import structlog
 
 from aftd.errors import SecretError, TransferError
 from aftd.vfs.base import SecretResolver, TransientError
+from aftd.vfs.sftp_speed import tune_connection
 
 __all__ = ["SftpPool"]
 
@@ -29,10 +30,6 @@ log = structlog.get_logger(__name__)
 # packets to decrypt per byte.
 WINDOW = 8 << 20
 MAX_PKTSIZE = 32768  # sshd sends at most 32 KiB per packet anyway
-_MSG_IGNORE = 2
-_EMPTY_STRING = b"\0\0\0\0"
-# Ciphers for which the MSG_IGNORE before each packet (a CBC-era countermeasure) is useless.
-_NO_IGNORE_NEEDED = ("-gcm@openssh.com", "chacha20-poly1305@openssh.com", "-ctr")
 
 
 class _Client(asyncssh.SSHClient):
@@ -144,9 +141,7 @@ class SftpPool:
             reason = str(exc) or type(exc).__name__
             raise TransientError(f"vfs {self.vfs!r}: cannot connect to {self.where}: {reason}",
                                  vfs=self.vfs) from None
-        _coalesce_sends(conn)
-        _skip_ignore_padding(conn)
-        _feed_whole_packets(conn)
+        tune_connection(conn)
         log.info("sftp_connected", vfs=self.vfs, server=self.where,
                  cipher=conn.get_extra_info("send_cipher"))
         return conn
@@ -188,96 +183,3 @@ class SftpPool:
     async def _secret(self, name: str) -> str:
         return await self.secrets.get(name)
 
-
-def _coalesce_sends(conn: asyncssh.SSHClientConnection) -> None:
-    """Batch the SSH packets produced in one loop iteration into one socket write.
-
-    asyncssh writes every packet (16-32 KiB) to the transport separately, which costs one
-    send() syscall each; on loopback those syscalls were the largest single cost of a copy.
-    Order is preserved because every packet of the connection goes through this buffer.
-    """
-    loop = asyncio.get_running_loop()
-    send = conn._send  # the one place asyncssh hands bytes to the transport
-    buf: list[bytes] = []
-
-    def flush() -> None:
-        if buf:
-            data = b"".join(buf)
-            buf.clear()
-            send(data)
-
-    def queued(data: bytes) -> None:
-        if not buf:
-            loop.call_soon(flush)
-        buf.append(data)
-
-    conn._send = queued  # type: ignore[method-assign]
-
-
-def _skip_ignore_padding(conn: asyncssh.SSHClientConnection) -> None:
-    """Stop asyncssh from sending an empty MSG_IGNORE packet ahead of every packet.
-
-    That padding defends CBC modes against chosen-plaintext attacks; with AEAD or CTR ciphers
-    it buys nothing and doubles the packets to encrypt and send (about a third of the CPU of an
-    upload). asyncssh inserts it through ``self.send_packet``, so an instance-level wrapper can
-    drop exactly those; anything else, and any CBC cipher, is left alone.
-    """
-    cipher = str(conn.get_extra_info("send_cipher") or "")
-    if not cipher.endswith(_NO_IGNORE_NEEDED):
-        return
-    send_packet = conn.send_packet
-
-    def without_padding(pkttype: int, *args: bytes, handler: Any = None) -> None:
-        if pkttype == _MSG_IGNORE and args == (_EMPTY_STRING,):
-            return
-        send_packet(pkttype, *args, handler=handler)
-
-    conn.send_packet = without_padding  # type: ignore[method-assign]
-
-
-def _feed_whole_packets(conn: asyncssh.SSHClientConnection) -> None:
-    """Hand asyncssh the received bytes one SSH packet at a time (AES-GCM framing).
-
-    asyncssh keeps unparsed input in one ``bytes`` and re-slices the remainder after every
-    packet, so a 256 KiB socket read holding eight 32 KiB packets copies ~1 MiB (profiled:
-    ~17% of a download's CPU). With AES-GCM the packet length is sent in clear, so we can cut
-    the read at packet boundaries: each piece then lands in an empty buffer (no concatenation)
-    and leaves nothing behind to re-slice. Any split of the byte stream is valid input to
-    ``data_received``, so a wrong guess here can only cost speed, never correctness: every byte
-    is passed on at once and in order. Other ciphers (length encrypted) and any asyncssh whose
-    internals differ get the original method untouched.
-    """
-    try:
-        from asyncssh.encryption import GCMEncryption
-
-        orig = conn.data_received
-        want_hdr, want_rest = conn._recv_pkthdr, conn._recv_packet
-        conn._inpbuf, conn._recv_handler, conn._recv_macsize  # noqa: B018 (probe)
-    except (ImportError, AttributeError):
-        log.debug("sftp_packet_feed_unavailable")
-        return
-
-    def next_packet(data: bytes, off: int) -> int:
-        """Bytes of ``data[off:]`` that complete the packet asyncssh is parsing, 0 if unknown."""
-        if not isinstance(conn._recv_encryption, GCMEncryption):
-            return 0
-        have = conn._inpbuf
-        handler = conn._recv_handler
-        if handler == want_rest:  # header parsed, body incomplete
-            return 4 + conn._pktlen + conn._recv_macsize - conn._recv_blocksize - len(have)
-        if handler != want_hdr or len(have) >= 4 or off + 4 - len(have) > len(data):
-            return 0
-        length = int.from_bytes((have + data[off:off + 4 - len(have)]), "big")
-        return 4 + length + conn._recv_macsize - len(have)
-
-    def feed(data: bytes, datatype: Any = None) -> None:
-        off, end = 0, len(data)
-        while True:
-            take = next_packet(data, off)
-            if take <= 0 or off + take >= end:
-                break
-            orig(data[off:off + take], datatype)
-            off += take
-        orig(data[off:] if off else data, datatype)
-
-    conn.data_received = feed  # type: ignore[method-assign]
