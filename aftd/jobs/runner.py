@@ -51,6 +51,7 @@ class _Run:
     job: Job
     task: asyncio.Task[None]
     shutdown: bool = False  # cancelled by the daemon stopping, not by a user
+    cancel_requested: bool = False
 
 
 @dataclass
@@ -174,6 +175,7 @@ class Runner:
             if job is None:
                 raise JobNotFound(job_id)
             raise JobConflict(f"job {job_id} is already {job.status}")
+        run.cancel_requested = True
         run.task.cancel()
         # Give the script's finally blocks a moment so the answer shows the final state.
         await asyncio.wait({run.task}, timeout=10)
@@ -201,6 +203,10 @@ class Runner:
         status, code, error = JobState.FAILED, None, None
         try:
             status, code, error = await self._execute(job, env)
+            run = self._running.get(job.id)
+            if run is not None and run.cancel_requested and status is JobState.SUCCEEDED:
+                # The script swallowed the CancelledError; the user still cancelled it.
+                status, code, error = JobState.CANCELLED, None, "cancelled"
         except asyncio.CancelledError:
             run = self._running.get(job.id)
             if run is not None and run.shutdown:
