@@ -40,7 +40,10 @@ def _coalesce_sends(conn: asyncssh.SSHClientConnection) -> None:
     Order is preserved because every packet of the connection goes through this buffer.
     """
     loop = asyncio.get_running_loop()
-    send = conn._send  # the one place asyncssh hands bytes to the transport
+    send = getattr(conn, "_send", None)  # the one place asyncssh hands bytes to the transport
+    if not callable(send):
+        log.info("asyncssh_tuning_skipped", patch="coalesce_sends")
+        return
     buf: list[bytes] = []
 
     def flush() -> None:
