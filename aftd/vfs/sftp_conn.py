@@ -20,6 +20,7 @@ import structlog
 
 from aftd.errors import SecretError, TransferError
 from aftd.vfs.base import SecretResolver, TransientError
+from aftd.vfs.sftp_send import tune_sftp_writes
 from aftd.vfs.sftp_speed import tune_connection
 
 __all__ = ["SftpPool"]
@@ -114,6 +115,7 @@ class SftpPool:
             c.conn.close()
             raise TransientError(f"vfs {self.vfs!r}: cannot open an SFTP session on "
                                  f"{self.where}: {exc}", vfs=self.vfs) from None
+        tune_sftp_writes(sftp)
         sess = _Session(sftp)
         c.sessions.append(sess)
         return sess

@@ -14,6 +14,8 @@ from typing import Any
 import asyncssh
 import structlog
 
+from aftd.vfs.sftp_send import tune_send_path
+
 __all__ = ["tune_connection"]
 
 log = structlog.get_logger(__name__)
@@ -28,6 +30,7 @@ def tune_connection(conn: asyncssh.SSHClientConnection) -> None:
     """Apply every speed-up that fits this connection (call once, right after connecting)."""
     _coalesce_sends(conn)
     _skip_ignore_padding(conn)
+    tune_send_path(conn)  # after the padding patch: it wraps the resulting send_packet
     _feed_whole_packets(conn)
     _throttle_keepalive_reset(conn)
 
