@@ -8,6 +8,7 @@ so an edited script takes effect on the next job and a broken one fails only its
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import inspect
 import re
@@ -102,7 +103,19 @@ def _exec_module(info: ScriptInfo) -> ModuleType:
 
 
 def _describe(path: Path) -> ScriptInfo:
-    """Name and description from the module docstring and ``SCRIPT_NAME``, without executing."""
+    """Name and description from the module docstring and ``SCRIPT_NAME``, without executing.
+
+    Parsed once per file version: triggers look scripts up on every request.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return ScriptInfo(id=path.stem, name=path.stem, description="", path=path)
+    return _parse_info(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_info(path: Path, _mtime_ns: int, _size: int) -> ScriptInfo:
     name = path.stem
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
