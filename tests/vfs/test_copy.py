@@ -12,6 +12,7 @@ import pytest
 
 from aftd import progress
 from aftd.errors import TransferError
+from aftd.jobs.model import Progress
 from aftd.vfs.base import PathExistsError
 from aftd.vfs.copy import CopyResult
 from aftd.vfs.registry import VfsPool
@@ -53,19 +54,6 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, s
     p.unlink()
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.total_files = self.total_bytes = self.files = self.bytes = 0
-
-    def add_total(self, files: int = 0, nbytes: int = 0) -> None:
-        self.total_files += files
-        self.total_bytes += nbytes
-
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
-        self.files += files
-        self.bytes += nbytes
-
-
 def place(pool: VfsPool, name: str, rel: str, src: Path) -> Path:
     dst = root_of(pool, name) / rel
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +69,7 @@ async def test_copy_file_verified_with_progress_and_mtime(pool: VfsPool, a: str,
     data = os.urandom(3_000_017)
     src.write_bytes(data)
     os.utime(src, (1_650_000_000, 1_650_000_000))
-    sink = Sink()
+    sink = Progress()  # the sink the runner hands every job
     token = progress.CURRENT.set(sink)
     try:
         res = await pool.get(a).copy_to("in/report 1.csv", pool.get(b), "out/x", verify="sha256")
@@ -92,7 +80,7 @@ async def test_copy_file_verified_with_progress_and_mtime(pool: VfsPool, a: str,
     assert out.stat().st_mtime == 1_650_000_000
     assert (res.files, res.bytes) == (1, len(data))
     assert res.checksums == {"out/x/report 1.csv": hashlib.sha256(data).hexdigest()}
-    assert (sink.total_files, sink.total_bytes, sink.files, sink.bytes) == (1, len(data), 1,
+    assert (sink.files_total, sink.bytes_total, sink.files_done, sink.bytes_done) == (1, len(data), 1,
                                                                            len(data))
     assert debris(root_of(pool, b)) == []
 
@@ -177,14 +165,14 @@ async def test_bad_arguments_are_clear(pool: VfsPool) -> None:
         await src.copy_to("f", pool.get("l2"), "../up")
 
 
-class CancelAt(Sink):
+class CancelAt(Progress):
     def __init__(self, task: list[asyncio.Task[CopyResult]], at: int) -> None:
         super().__init__()
         self.task, self.at = task, at
 
     def advance(self, files: int = 0, nbytes: int = 0) -> None:
         super().advance(files, nbytes)
-        if self.bytes >= self.at and self.task:
+        if self.bytes_done >= self.at and self.task:
             self.task[0].cancel()
 
 
@@ -201,6 +189,6 @@ async def test_cancel_half_way_leaves_nothing(pool: VfsPool, a: str, b: str,
         progress.CURRENT.reset(token)
     with pytest.raises(asyncio.CancelledError):
         await holder[0]
-    assert BIG // 2 <= sink.bytes < BIG
+    assert BIG // 2 <= sink.bytes_done < BIG
     out = root_of(pool, b) / "o"
     assert list(out.iterdir()) == []  # neither the final name nor a temporary file
