@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
+
 from tests.fixtures.daemon import Api, DaemonProcess
 
 SCRIPTS = {
@@ -30,76 +34,65 @@ async def main(job):
 }
 
 
+@pytest.fixture
+async def sapi(make_daemon) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
+    """An API client for a daemon serving SCRIPTS."""
+    d: DaemonProcess = await make_daemon(scripts=SCRIPTS)
+    api = Api(d)
+    yield api
+    await api.close()
+
+
 async def _run(api: Api, script: str, params: object = None) -> dict:  # type: ignore[type-arg]
     status, body = await api.trigger(script, params)
     assert status == 201, body
     return await api.wait_job(body["jobId"])
 
 
-async def test_exception_fails_job_with_message_and_traceback(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    d: DaemonProcess = await make_daemon(scripts=SCRIPTS)
-    api = Api(d)
-    try:
-        job = await _run(api, "boom")
-        assert job["status"] == "failed"
-        assert job["error"] == "ValueError: disk on fire"
-        _, log = await api.request("GET", f"/v1/jobs/{job['jobId']}/log")
-        exc = next(line for line in log["lines"] if line["event"] == "job_exception")
-        assert "Traceback" in exc["traceback"]
-        assert "disk on fire" in exc["traceback"]
-    finally:
-        await api.close()
+async def test_exception_fails_job_with_message_and_traceback(sapi: Api) -> None:
+    api = sapi
+    job = await _run(api, "boom")
+    assert job["status"] == "failed"
+    assert job["error"] == "ValueError: disk on fire"
+    _, log = await api.request("GET", f"/v1/jobs/{job['jobId']}/log")
+    exc = next(line for line in log["lines"] if line["event"] == "job_exception")
+    assert "Traceback" in exc["traceback"]
+    assert "disk on fire" in exc["traceback"]
 
 
-async def test_exit_codes(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    d: DaemonProcess = await make_daemon(scripts=SCRIPTS)
-    api = Api(d)
-    try:
-        ok = await _run(api, "exits", {"code": 0})
-        assert (ok["status"], ok["exitCode"]) == ("succeeded", 0)
-        bad = await _run(api, "exits", {"code": 3})
-        assert (bad["status"], bad["exitCode"]) == ("failed", 3)
-    finally:
-        await api.close()
+async def test_exit_codes(sapi: Api) -> None:
+    api = sapi
+    ok = await _run(api, "exits", {"code": 0})
+    assert (ok["status"], ok["exitCode"]) == ("succeeded", 0)
+    bad = await _run(api, "exits", {"code": 3})
+    assert (bad["status"], bad["exitCode"]) == ("failed", 3)
 
 
-async def test_missing_param_is_named(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    d: DaemonProcess = await make_daemon(scripts=SCRIPTS)
-    api = Api(d)
-    try:
-        job = await _run(api, "needs")
-        assert job["status"] == "failed"
-        assert "job_id" in job["error"]
-    finally:
-        await api.close()
+async def test_missing_param_is_named(sapi: Api) -> None:
+    api = sapi
+    job = await _run(api, "needs")
+    assert job["status"] == "failed"
+    assert "job_id" in job["error"]
 
 
-async def test_broken_scripts_fail_their_job_only(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    d: DaemonProcess = await make_daemon(scripts=SCRIPTS)
-    api = Api(d)
-    try:
-        for name, needle in (("broken", "SyntaxError"), ("notasync", "async def main"),
-                             ("importerr", "does_not_exist_anywhere")):
-            job = await _run(api, name)
-            assert job["status"] == "failed", name
-            assert needle in job["error"], job["error"]
-        assert (await _run(api, "exits", {"code": 0}))["status"] == "succeeded"
-    finally:
-        await api.close()
+async def test_broken_scripts_fail_their_job_only(sapi: Api) -> None:
+    api = sapi
+    for name, needle in (("broken", "SyntaxError"), ("notasync", "async def main"),
+                         ("importerr", "does_not_exist_anywhere")):
+        job = await _run(api, name)
+        assert job["status"] == "failed", name
+        assert needle in job["error"], job["error"]
+    assert (await _run(api, "exits", {"code": 0}))["status"] == "succeeded"
 
 
-async def test_edited_script_takes_effect_without_restart(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    d: DaemonProcess = await make_daemon(scripts=SCRIPTS)
-    api = Api(d)
-    try:
-        assert (await _run(api, "exits", {"code": 0}))["status"] == "succeeded"
-        d.write_script("exits", "async def main(job):\n    return 7\n")
-        job = await _run(api, "exits", {"code": 0})
-        assert (job["status"], job["exitCode"]) == ("failed", 7)
-        d.write_script("brand_new", "async def main(job):\n    return 0\n")
-        assert (await _run(api, "brand_new"))["status"] == "succeeded"
-    finally:
-        await api.close()
+async def test_edited_script_takes_effect_without_restart(sapi: Api) -> None:
+    api = sapi
+    assert (await _run(api, "exits", {"code": 0}))["status"] == "succeeded"
+    api.daemon.write_script("exits", "async def main(job):\n    return 7\n")
+    job = await _run(api, "exits", {"code": 0})
+    assert (job["status"], job["exitCode"]) == ("failed", 7)
+    api.daemon.write_script("brand_new", "async def main(job):\n    return 0\n")
+    assert (await _run(api, "brand_new"))["status"] == "succeeded"
 
 
 async def test_env_secret_is_resolved_and_never_shown(make_daemon) -> None:  # type: ignore[no-untyped-def]

@@ -157,15 +157,22 @@ async def test_orchestrator_down_at_report_time(make_daemon: MakeDaemon, orch: O
     assert orch.accepted(idempotency_key(job_id, "o1")) == 1
 
 
-async def test_kill9_mid_transfer_then_restart_reports_failed_once(
-        make_daemon: MakeDaemon, orch: Orchestrator, tmp_path: Path) -> None:
+async def _claimed_and_held(make_daemon: MakeDaemon, orch: Orchestrator,
+                            tmp_path: Path) -> tuple[Any, Api, str]:
+    """A daemon whose `gated` job has claimed "o1" (intent durable) and waits mid-job."""
     d, src, _ = await daemon_for(make_daemon, orch, tmp_path)
     (src / "o1.dat").write_bytes(b"x")
     orch.add_job("o1")
     api = Api(d)
+    job_id = await _trigger(api, "gated", {"job_id": "o1", "gate": str(tmp_path / "gate")})
+    await _wait_intent(api, job_id)
+    return d, api, job_id
+
+
+async def test_kill9_mid_transfer_then_restart_reports_failed_once(
+        make_daemon: MakeDaemon, orch: Orchestrator, tmp_path: Path) -> None:
+    d, api, job_id = await _claimed_and_held(make_daemon, orch, tmp_path)
     try:
-        job_id = await _trigger(api, "gated", {"job_id": "o1", "gate": str(tmp_path / "gate")})
-        await _wait_intent(api, job_id)
         assert orch.claims("o1") == 1
         d.kill9()
         assert orch.report_attempts() == []
@@ -182,13 +189,8 @@ async def test_kill9_mid_transfer_then_restart_reports_failed_once(
 
 async def test_sigterm_mid_transfer_reports_failed(make_daemon: MakeDaemon, orch: Orchestrator,
                                                    tmp_path: Path) -> None:
-    d, src, _ = await daemon_for(make_daemon, orch, tmp_path)
-    (src / "o1.dat").write_bytes(b"x")
-    orch.add_job("o1")
-    api = Api(d)
+    d, api, _ = await _claimed_and_held(make_daemon, orch, tmp_path)
     try:
-        job_id = await _trigger(api, "gated", {"job_id": "o1", "gate": str(tmp_path / "gate")})
-        await _wait_intent(api, job_id)
         d.signal(signal.SIGTERM)
         assert await d.wait_exit(30) == 0
     finally:
@@ -200,13 +202,8 @@ async def test_sigterm_mid_transfer_reports_failed(make_daemon: MakeDaemon, orch
 
 async def test_cancel_via_api_reports_failed(make_daemon: MakeDaemon, orch: Orchestrator,
                                              tmp_path: Path) -> None:
-    d, src, _ = await daemon_for(make_daemon, orch, tmp_path)
-    (src / "o1.dat").write_bytes(b"x")
-    orch.add_job("o1")
-    api = Api(d)
+    _, api, job_id = await _claimed_and_held(make_daemon, orch, tmp_path)
     try:
-        job_id = await _trigger(api, "gated", {"job_id": "o1", "gate": str(tmp_path / "gate")})
-        await _wait_intent(api, job_id)
         status, job = await api.request("POST", f"/v1/jobs/{job_id}/cancel")
         assert status == 200, job
         job = await wait_delivered(api, job_id)
