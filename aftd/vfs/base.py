@@ -2,47 +2,47 @@
 
 A backend implements a small set of async operations on paths *relative to its root*; optional
 capabilities are announced in :class:`Features` (after rclone's ``Fs``/``Features``). Copying is
-not a backend concern: :meth:`Vfs.copy_to` hands over to the copy engine in ``aftd.vfs.copy``.
+not a backend concern: the copy engine (:mod:`aftd.vfs.copy`) drives two backends, and the
+handle scripts get (:mod:`aftd.vfs.handle`) offers it as ``copy_to``.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+import hashlib
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from aftd import progress
 from aftd.errors import TransferError
 
-if TYPE_CHECKING:
-    from aftd.vfs.copy import CopyResult
-
 __all__ = [
+    "VERIFIED_READ_BACK",
+    "VERIFIED_REMOTE_SHA256",
+    "VERIFIED_SERVER_SHA256",
     "Features",
     "FileInfo",
-    "Overwrite",
     "PathEscapeError",
     "PathExistsError",
     "PathNotFoundError",
     "ReadStream",
-    "SecretResolver",
+    "StreamDigests",
     "TransientError",
     "UnknownVfsError",
     "Vfs",
     "WriteStream",
     "fail",
+    "mismatch",
+    "read_back_sha256",
 ]
 
-Overwrite = Literal["never", "always", "if_size_differs", "if_newer"]
-
-
-class SecretResolver(Protocol):
-    """Resolves a secret by name at use time (the secrets chain implements this)."""
-
-    async def get(self, name: str) -> str: ...
-
+# How a destination checked what it stored (``CopyResult.verified_by``): it was read back and
+# hashed by aftd; a command on the server hashed it (SFTP); the server verified the SHA-256 the
+# upload carried (S3 additional checksums). Other backends add their own names.
+VERIFIED_READ_BACK = "read-back"
+VERIFIED_REMOTE_SHA256 = "remote-sha256"
+VERIFIED_SERVER_SHA256 = "server-sha256"
 
 class UnknownVfsError(TransferError):
     """A script asked for a VFS name that is not configured."""
@@ -69,40 +69,98 @@ def fail(cls: type[TransferError], vfs: str, path: str, reason: str) -> Transfer
     return cls(f"vfs {vfs!r}: {path or '/'!r}: {reason}", vfs=vfs, path=path)
 
 
+def mismatch(vfs: str, path: str, sent: str, stored: str) -> TransferError:
+    """The error of a destination that does not hold what was sent."""
+    return fail(TransferError, vfs, path, f"sha256 mismatch: sent {sent}, stored {stored}")
+
+
 @dataclass(frozen=True)
 class Features:
     """Optional capabilities; the copy engine consults these instead of type checks."""
 
-    server_side_copy: bool = False
-    atomic_rename_overwrite: bool = False  # rename onto an existing file replaces it atomically
     checksums: tuple[str, ...] = ()  # algorithms the backend can compute over a stored file
     resumable_write: bool = False  # open_write(offset=n) keeps bytes [0, n)
     set_mtime: bool = True
     local_path: bool = False  # files are reachable through the OS (enables kernel copy)
+    # Writes become visible only when finish() completes (a multipart upload completed, a block
+    # list committed, a resumable upload finalised), and leaving open_write by an exception
+    # leaves nothing behind. The copy engine then writes under the final name directly instead
+    # of a temporary name plus rename, which object stores can only emulate by copying.
+    publish_on_finish: bool = False
+    # Directories are key prefixes (object stores, as rclone treats them): makedirs succeeds
+    # without creating anything and a directory vanishes with its last file.
+    virtual_dirs: bool = False
+    # Listings carry the modification time the file was stored with. False (object stores list
+    # the upload time): stat() and an opened reader's ``mtime`` have the real one.
+    list_mtime: bool = True
+    # Extra hashlib digests (e.g. "md5") the copy engine computes while streaming into this
+    # backend for verify_stored, besides sha256.
+    stream_digests: tuple[str, ...] = ()
+    # open_write_range: several writers may fill one existing file at offsets at once (the
+    # copy engine's parallel ranged streams, see Vfs.parallel_streams).
+    ranged_write: bool = False
+    # read_blocking / write_blocking: the backend moves a file on a thread of its own and
+    # hands each large chunk to a blocking sink there, or fills it from a blocking source (the
+    # copy engine reads or writes a local file in place), no chunk crossing to the event loop.
+    blocking_read: bool = False
+    blocking_write: bool = False
 
 
 @dataclass(frozen=True)
 class FileInfo:
+    """A file, directory or link as ``stat``/``listdir`` see it: ``path`` (relative to the VFS
+    root, ``/``-separated), ``size`` in bytes, ``mtime`` (seconds since the epoch), ``is_dir``,
+    ``mode`` (permission bits), ``is_link`` (listings do not follow links) and ``special``
+    (a FIFO, socket or device)."""
+
     path: str  # relative to the VFS root, "/"-separated, "" is the root
     size: int
     mtime: float
     is_dir: bool
     mode: int = 0
+    is_link: bool = False  # a symlink, as listed (listings do not follow links)
+    special: bool = False  # neither file, directory nor symlink (FIFO, socket, device)
 
     @property
     def name(self) -> str:
+        """The last component of ``path``."""
         return self.path.rsplit("/", 1)[-1]
 
 
+@dataclass(frozen=True)
+class StreamDigests:
+    """What the copy engine computed over the bytes it streamed into a destination: the hex
+    ``sha256``, the ``size``, and any ``extra`` hex digests the destination asked for in
+    :attr:`Features.stream_digests`."""
+
+    sha256: str
+    size: int
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
 class ReadStream(Protocol):
+    """What ``open_read`` yields: the file's bytes in chunks."""
+
+    @property
+    def mtime(self) -> float | None:
+        """The modification time the open learnt (object stores return their metadata with
+        the bytes); ``None`` where stat/listings already have it."""
+
     async def read(self) -> bytes:
         """The next chunk; ``b""`` at end of file."""
 
 
 class WriteStream(Protocol):
+    """What ``open_write`` yields: writes are pipelined; ``finish`` makes them durable."""
+
     @property
     def confirmed(self) -> int:
         """Bytes from the start of the file the server has acknowledged, without holes."""
+
+    @property
+    def receipt(self) -> object | None:
+        """What the server said about the stored file once ``finish`` returned (checksums it
+        verified or computed), for the backend's :meth:`Vfs.verify_stored`; ``None``: nothing."""
 
     async def write(self, data: bytes) -> None:
         """Queue ``data`` after what was written before; may return before it is durable."""
@@ -136,16 +194,59 @@ class Vfs(abc.ABC):
     async def listdir(self, path: str) -> list[FileInfo]:
         """Entries of a directory (no ``.``/``..``), unsorted."""
 
+    async def scandir(self, path: str) -> AsyncIterator[FileInfo]:
+        """The entries of :meth:`listdir`, one at a time: a backend that can stream a listing
+        overrides this, so walking a huge directory holds a page of it, not all of it."""
+        for info in await self.listdir(path):
+            yield info
+
     @abc.abstractmethod
     def open_read(self, path: str, offset: int = 0) -> AbstractAsyncContextManager[ReadStream]:
         """Stream the file from ``offset`` in chunks."""
 
     @abc.abstractmethod
-    def open_write(self, path: str, offset: int = 0) -> AbstractAsyncContextManager[WriteStream]:
+    def open_write(self, path: str, offset: int = 0, *, mtime: float | None = None,
+                   size: int | None = None, verify: bool = False,
+                   ) -> AbstractAsyncContextManager[WriteStream]:
         """Create/truncate the file to ``offset`` bytes and stream from there.
 
-        Leaving the context normally flushes; leaving it by an exception just closes.
+        Hints from a caller that knows them up front (the copy engine does): ``mtime``, the
+        modification time the finished file will carry (backends that publish on finish store
+        it with the object when the upload starts, as object metadata cannot change later; the
+        others set what ``finish`` gets); ``size``, the final size (an upload can choose its
+        part size, or plan parallel parts); ``verify``, :meth:`verify_stored` will be asked
+        afterwards (an upload can have the server check checksums it sends). Leaving the
+        context normally flushes; leaving it by an exception just closes (and a
+        :attr:`Features.publish_on_finish` backend aborts the upload: nothing is left).
         """
+
+    @asynccontextmanager
+    async def open_read_range(self, path: str, start: int, end: int | None, *,
+                              version: str | None = None) -> AsyncIterator[ReadStream]:
+        """Bytes ``[start, end)`` of ``path``: one range of a file moved as several (the copy
+        engine's parallel ranged streams). ``version`` is what a reader of another range of
+        the same file reported as its ``version``: a backend that can tell versions apart
+        (object stores: ETag, generation) refuses to read another one. The default reads
+        from ``start`` and stops at ``end`` where the reader can be told to (``limit``)."""
+        async with self.open_read(path, start) as r:
+            limit = getattr(r, "limit", None)
+            if callable(limit) and end is not None:
+                limit(end)
+            yield r
+
+    def open_write_range(self, path: str, offset: int) -> AbstractAsyncContextManager[WriteStream]:
+        """Write into the existing file ``path`` from ``offset`` without truncating it (only
+        with :attr:`Features.ranged_write`); ``finish`` flushes and returns the end offset."""
+        raise NotImplementedError(f"{type(self).__name__} has no ranged writes")
+
+    async def parallel_streams(self, size: int) -> int:
+        """How many ranged streams a file of ``size`` bytes should move as (1: one stream)."""
+        return 1
+
+    def files_in_flight_cap(self) -> int | None:
+        """How many files a tree copy with ``transfers="auto"`` may grow to on this backend
+        (``max_files_in_flight``); ``None``: no say (such a copy then keeps to 4 files)."""
+        return None
 
     @abc.abstractmethod
     async def makedirs(self, path: str) -> None:
@@ -165,6 +266,68 @@ class Vfs(abc.ABC):
     async def checksum(self, path: str, algo: str) -> str:
         raise fail(TransferError, self.name, path, f"checksum {algo!r} not supported")
 
+    async def verify_stored(self, path: str, expected: StreamDigests,
+                            receipt: object | None) -> str:
+        """Check that what this backend stored under ``path`` is what was streamed into it.
+
+        ``receipt`` is the writer's :attr:`WriteStream.receipt`. Returns how the check was made
+        (``VERIFIED_*``), raises :class:`TransferError` naming both digests on a mismatch. The
+        default reads the file back and hashes it; backends override it with what the server
+        can do itself (a remote hash command, checksums the server verified on upload).
+        """
+        got = await read_back_sha256(self, path)
+        if got != expected.sha256:
+            raise mismatch(self.name, path, expected.sha256, got)
+        return VERIFIED_READ_BACK
+
+    async def copy_from(self, src: Vfs, src_path: str, dst_path: str, *,
+                        mtime: float | None) -> int | None:
+        """Copy ``src_path`` of ``src`` to ``dst_path`` here without the bytes passing through
+        aftd (the same backend and account: S3 CopyObject, Azure copy from URL, GCS rewrite).
+
+        Returns the size stored, or ``None`` when this backend cannot copy from ``src`` server
+        side (the copy engine then streams). The result is published like a finished write.
+        """
+        return None
+
+    async def read_blocking(self, path: str, offset: int,
+                            sink: Callable[[int, memoryview], None]) -> int:
+        """Read ``path`` from ``offset`` to its end on the backend's own thread, calling
+        ``sink(position, chunk)`` there for each chunk in order (``chunk`` is only valid during
+        the call). Returns the position after the last byte. Only where
+        ``features.blocking_read``; a TransferError the sink raises comes out unchanged, and a
+        cancel waits until the thread has left the sink."""
+        raise NotImplementedError(f"{type(self).__name__} has no blocking reads")
+
+    async def write_blocking(self, path: str, offset: int,
+                             source: Callable[[int, memoryview], int], *,
+                             mtime: float | None) -> int:
+        """Write ``path`` from ``offset`` (as ``open_write`` would, then finish it with
+        ``mtime``) on the backend's own thread, where ``source(position, buffer)`` fills the
+        start of ``buffer`` with the bytes at ``position`` and returns how many (0: the end).
+        Returns the size stored. Only where ``features.blocking_write``; a TransferError the
+        source raises comes out unchanged, and a cancel waits until the thread has left it."""
+        raise NotImplementedError(f"{type(self).__name__} has no blocking writes")
+
+    async def resume_offset(self, path: str, confirmed: int) -> int:
+        """Where a copy into ``path`` that was cut off continues, given the writer's last
+        ``confirmed``. A backend whose writer cannot know what the server kept (FTP confirms a
+        transfer only at its end) asks the server; the default trusts ``confirmed``."""
+        return confirmed
+
+    async def follow_link(self, path: str) -> FileInfo:
+        """What the symlink ``path`` points to, under the link's own path.
+
+        Raises :class:`PathEscapeError` when the target lies outside the root and
+        :class:`PathNotFoundError` when it does not exist (a dangling link).
+        """
+        return await self.stat(path)
+
+    async def identity(self, path: str) -> Hashable:
+        """What makes the directory ``path`` itself (device and inode, or a canonical path):
+        a tree walk that follows symlinks uses it to notice a link back to an ancestor."""
+        return (await self.stat(path)).path
+
     async def exists(self, path: str) -> bool:
         try:
             await self.stat(path)
@@ -175,28 +338,11 @@ class Vfs(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - backends without resources need nothing
         """Release connections (the pool calls this)."""
 
-    async def copy_to(
-        self,
-        src_path: str,
-        dst_vfs: Vfs,
-        dst_dir: str,
-        *,
-        overwrite: Overwrite = "never",
-        verify: Literal["sha256"] | None = None,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = (),
-        transfers: int = 4,
-    ) -> CopyResult:
-        """Copy a file or directory tree into ``dst_dir`` of ``dst_vfs`` (``aftd.vfs.copy``)."""
-        from aftd.vfs.copy import copy_tree
 
-        try:
-            result = await copy_tree(
-                self, src_path, dst_vfs, dst_dir, overwrite=overwrite, verify=verify,
-                include=include, exclude=exclude, transfers=transfers,
-            )
-        except TransferError:
-            progress.transfer_finished(self.name, dst_vfs.name, 0, 0, ok=False)
-            raise
-        progress.transfer_finished(self.name, dst_vfs.name, result.files, result.bytes, ok=True)
-        return result
+async def read_back_sha256(vfs: Vfs, path: str) -> str:
+    """The SHA-256 of a stored file, read through the backend (a read-back verification)."""
+    h = hashlib.sha256()
+    async with vfs.open_read(path) as r:
+        while data := await r.read():
+            h.update(data)
+    return h.hexdigest()

@@ -1,96 +1,70 @@
-"""``[vfs.NAME]`` entries: validated at load, errors name the entry and key (``vfs.NAME.key``).
+"""``[vfs.NAME]`` entries: the keys every entry has, and the registry of backend types.
 
-Only secret *names* are stored here; values are resolved at connect time through the
-:class:`~aftd.vfs.base.SecretResolver`, so a rotated secret is picked up by the next connection.
+Each backend type declares its own keys in a module of its own (``aftd/vfs/<type>_config.py``)
+that imports no third-party package, so a config loads without the optional dependencies of
+backends it does not use. A new backend adds such a module and one line to :data:`VFS_TYPES`
+(and its implementation to :data:`aftd.vfs.registry.BACKENDS`). Errors name the entry and the
+key (``vfs.NAME.key``). Only secret *names* are stored here; values are resolved at connect
+time through the :class:`~aftd.vfs.base.SecretResolver`, so a rotated secret is picked up by
+the next connection.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from aftd.configparse import Section
+from pydantic import BeforeValidator, Field
+from pydantic.json_schema import SkipJsonSchema
 
-__all__ = ["DEFAULT_CIPHERS", "KNOWN_TYPES", "SFTP_MAX_REQUEST", "VfsConfig", "parse_vfs_section"]
+from aftd.configmodel import PositionalModel, Section, TypeRegistry, inject_names
 
-KNOWN_TYPES = ("local", "sftp")
-# AES-GCM runs inside OpenSSL (through `cryptography`) and costs asyncssh about half the CPU of
-# chacha20-poly1305, OpenSSH's default; see PERF.md.
-DEFAULT_CIPHERS = (
-    "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
-    "aes128-ctr", "aes256-ctr",
-)
-# OpenSSH's sftp-server advertises this maximum; asking for 256 KiB kills the session.
-SFTP_MAX_REQUEST = 261_120
-_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+__all__ = ["STREAMS_MIN_SIZE", "VFS_TYPES", "ConnectTimeoutS", "StreamsMinSize", "VfsConfig",
+           "VfsEntries", "parse_vfs_section", "vfs_tables"]
+
+VFS_TYPES = TypeRegistry("vfs", {
+    "local": "aftd.vfs.local_config:LocalVfsConfig",
+    "sftp": "aftd.vfs.sftp_config:SftpVfsConfig",
+    "ftp": "aftd.vfs.ftp_config:FtpVfsConfig",
+    "s3": "aftd.vfs.s3_config:S3VfsConfig",
+    "azure": "aftd.vfs.azure_config:AzureVfsConfig",
+    "gcs": "aftd.vfs.gcs_config:GcsVfsConfig",
+})
+
+# Keys several backends have, with the same bounds; each backend's field gives the default and,
+# where it says more than this, its own description.
+# Seconds to connect (what connecting includes, a TLS handshake or a login, is the backend's).
+ConnectTimeoutS = Annotated[float, Field(ge=0.1, description="connect within this")]
+# Bytes from which one file may move as parallel ranged streams.
+STREAMS_MIN_SIZE = 64 << 20
+StreamsMinSize = Annotated[int, Field(ge=16 << 20)]
 
 
-@dataclass(frozen=True)
-class VfsConfig:
-    name: str
-    type: str
-    root: str
-    # Backend-specific keys, already type-checked; secret *names* only, never values.
-    options: dict[str, Any] = field(default_factory=dict)
+class VfsConfig(PositionalModel):
+    """The keys of every ``[vfs.NAME]`` entry; each backend type's model adds its own."""
+
+    POSITIONAL = ("name", "type", "root")
+
+    # The entry's key under [vfs] (set by the loader), not a key of its own.
+    name: SkipJsonSchema[str] = Field("", exclude=True)
+    type: str = Field(description="the backend")
+    root: str = Field("", description="the directory every path of this VFS stays inside")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The backend's own keys (everything but name, type and root)."""
+        return self.model_dump(exclude={"type", "root"})
+
+
+VfsEntries = Annotated[dict[str, Annotated[VfsConfig, VFS_TYPES]], BeforeValidator(inject_names)]
 
 
 def parse_vfs_section(sec: Section) -> dict[str, VfsConfig]:
-    out: dict[str, VfsConfig] = {}
-    for name in sec.data:
-        entry = sec.table(name)
-        if not entry.has("type"):
-            raise entry.error("type", f"is required (one of {', '.join(KNOWN_TYPES)})")
-        vtype = entry.str("type", "", choices=KNOWN_TYPES)
-        out[name] = _parse_local(name, entry) if vtype == "local" else _parse_sftp(name, entry)
-        entry.finish()
-    return out
+    """Read ``[vfs]``: each entry validated by the model of its ``type``."""
+    entries: dict[str, VfsConfig] = sec.validate(VfsEntries)
+    return entries
 
 
-def _parse_local(name: str, entry: Section) -> VfsConfig:
-    root = entry.required_str("root")
-    if not root.startswith("/"):
-        raise entry.error("root", "must be an absolute path")
-    chunk = entry.int("chunk_size", 4 * SFTP_MAX_REQUEST, minimum=4096, maximum=64 << 20)
-    return VfsConfig(name=name, type="local", root=root, options={"chunk_size": chunk})
-
-
-def _parse_sftp(name: str, entry: Section) -> VfsConfig:
-    opts: dict[str, Any] = {
-        "host": entry.required_str("host"),
-        "port": entry.int("port", 22, minimum=1, maximum=65535),
-        "user": entry.required_str("user"),
-    }
-    _one_of(entry, opts, "key_secret", "password_secret")
-    opts["passphrase_secret"] = entry.str("passphrase_secret", "")
-    if opts["passphrase_secret"] and not opts["key_secret"]:
-        raise entry.error("passphrase_secret", "only makes sense with key_secret")
-    _one_of(entry, opts, "known_hosts", "host_key_sha256")
-    if opts["host_key_sha256"] and not _FINGERPRINT.match(opts["host_key_sha256"]):
-        raise entry.error("host_key_sha256", "must look like 'SHA256:...' as printed by "
-                          "`ssh-keygen -lf KEY`")
-    opts.update(_sftp_tuning(entry))
-    root = entry.str("root", "")
-    return VfsConfig(name=name, type="sftp", root=root, options=opts)
-
-
-def _one_of(entry: Section, opts: dict[str, Any], a: str, b: str) -> None:
-    opts[a], opts[b] = entry.str(a, ""), entry.str(b, "")
-    if bool(opts[a]) == bool(opts[b]):
-        raise entry.error(a, f"exactly one of {a} or {b} is required")
-
-
-def _sftp_tuning(entry: Section) -> dict[str, Any]:
-    ciphers = entry.str_list("ciphers", DEFAULT_CIPHERS)
-    if not ciphers:
-        raise entry.error("ciphers", "must not be empty")
-    return {
-        "max_connections": entry.int("max_connections", 4, minimum=1, maximum=64),
-        "max_sessions": entry.int("max_sessions", 4, minimum=1, maximum=64),
-        "keepalive_s": entry.float("keepalive_s", 30.0, minimum=0),
-        "connect_timeout_s": entry.float("connect_timeout_s", 15.0, minimum=0.1),
-        "ciphers": ciphers,
-        "block_size": entry.int("block_size", SFTP_MAX_REQUEST, minimum=4096,
-                                maximum=SFTP_MAX_REQUEST),
-        "requests_in_flight": entry.int("requests_in_flight", 16, minimum=1, maximum=256),
-    }
+def vfs_tables(configs: Mapping[str, VfsConfig]) -> dict[str, dict[str, Any]]:
+    """The entries as TOML-like tables again (for a worker process, which parses them back)."""
+    return {name: cfg.model_dump(mode="json") for name, cfg in configs.items()}

@@ -1,8 +1,13 @@
-"""Copying one file: temp name, streaming (or kernel copy), verification, rename into place.
+"""Copying one file: temp name (or direct publication), streaming (or kernel copy, or a
+server-side copy), verification at the destination, rename into place.
 
-Invariant 2: bytes land under a temporary name in the destination directory and are renamed to
-the final name only after the last byte and the checks; any failure or cancellation removes the
-temporary file. Invariant 3: at most one chunk plus each backend's bounded pipeline is in memory.
+Two of the README's "Invariants" live here. No partial file under its final name: bytes land
+under a temporary name in the destination directory and are renamed to the final name only
+after the last byte and the checks; any failure or cancellation removes the temporary file.
+Backends whose writes become visible only when finished (``Features.publish_on_finish``: object
+stores) are written under the final name directly: their writer aborts on failure, and a file
+that fails the checks after it was published is removed. Bounded memory: at most one chunk plus
+each backend's bounded pipeline is in memory.
 """
 
 from __future__ import annotations
@@ -18,23 +23,26 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from aftd import progress
+from aftd import executors, progress
 from aftd.errors import TransferError
 from aftd.vfs.base import (
     FileInfo,
     PathExistsError,
     PathNotFoundError,
+    StreamDigests,
     TransientError,
     Vfs,
     WriteStream,
     fail,
 )
+from aftd.vfs.copy_direct import direct_download, direct_upload, wants_direct
+from aftd.vfs.copy_ranges import Ranged, ranged_transfer, stream_plan
 from aftd.vfs.paths import join, parent
 
 if TYPE_CHECKING:
     from aftd.vfs.local import LocalVfs
 
-__all__ = ["RETRY_DELAYS", "FileJob", "copy_one"]
+__all__ = ["RETRY_DELAYS", "Delivered", "FileJob", "copy_one"]
 
 log = structlog.get_logger(__name__)
 # Backoff between attempts after a transient failure (connection dropped, server restarting).
@@ -55,6 +63,16 @@ class FileJob:
     existing_known: bool = False
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """One delivered file: its sha256 and how the destination verified it (when verifying),
+    and whether the destination server copied it itself."""
+
+    digest: str = ""
+    verified_by: str = ""
+    server_side: bool = False
+
+
 @dataclass
 class _Progress:
     """Reports bytes once even when a resumed attempt re-sends some of them."""
@@ -71,23 +89,81 @@ class _Progress:
             self.reported = pos
 
 
-async def copy_one(job: FileJob) -> str | None:
-    """Copy one file; returns its sha256 when verified, raises TransferError on failure.
+class _Hashers:
+    """sha256, plus what the destination asked for, over the bytes as they stream."""
 
-    Returns the empty string for a file skipped by the overwrite policy.
-    """
+    def __init__(self, extra: tuple[str, ...]) -> None:
+        self.sha256 = hashlib.sha256()
+        self.extra = {name: hashlib.new(name) for name in extra if name != "sha256"}
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        for h in self.extra.values():
+            h.update(data)
+
+    def digests(self, size: int) -> StreamDigests:
+        return StreamDigests(self.sha256.hexdigest(), size,
+                             {n: h.hexdigest() for n, h in self.extra.items()})
+
+
+async def copy_one(job: FileJob) -> Delivered | None:
+    """Copy one file; ``None`` when the overwrite policy skipped it. Raises TransferError."""
     if await _skip(job):
-        return ""
+        return None
+    if job.dst.features.publish_on_finish:
+        return await _publish_direct(job)
     name = job.dst_path.rsplit("/", 1)[-1]
     tmp = join(parent(job.dst_path), f".{name}.{secrets.token_hex(4)}.aftd-part")
     try:
-        digest, size = await _transfer(job, tmp)
-        await _check(job, tmp, digest, size)
+        done = await _deliver(job, tmp, [])
         await job.dst.rename(tmp, job.dst_path, overwrite=job.overwrite != "never")
-    except BaseException:
+    except BaseException as exc:
         await _discard(job.dst, tmp)
+        if isinstance(exc, TransferError) and exc.path == tmp:
+            _name_final(exc, tmp, job.dst_path)
         raise
-    return digest or None
+    return done
+
+
+def _name_final(exc: TransferError, tmp: str, final: str) -> None:
+    """Errors about the temporary file name the file the script asked for instead."""
+    exc.path = final
+    if exc.args and isinstance(exc.args[0], str):
+        exc.args = (exc.args[0].replace(repr(tmp), repr(final)), *exc.args[1:])
+
+
+async def _publish_direct(job: FileJob) -> Delivered:
+    """Write under the final name; the writer aborts an unfinished upload by itself (an object
+    it replaces stays until the new one is complete). A file that fails the checks after it
+    was published is removed: what it holds is not what was sent."""
+    landed: list[bool] = []
+    try:
+        return await _deliver(job, job.dst_path, landed)
+    except BaseException:
+        if landed:
+            await _discard(job.dst, job.dst_path)
+        raise
+
+
+async def _deliver(job: FileJob, target: str, landed: list[bool]) -> Delivered:
+    """Put the file at ``target`` (server side when the destination can), check its size and,
+    with ``verify``, what the destination stored. Appends to ``landed`` once it is stored."""
+    keep = None if not job.src.features.list_mtime else job.src_info.mtime
+    size = await job.dst.copy_from(job.src, job.src_info.path, target,
+                                   mtime=keep if job.dst.features.set_mtime else None)
+    server_side = size is not None
+    receipt: object | None = None
+    if size is None:
+        digests, size, receipt = await _transfer(job, target, landed)
+    else:
+        landed.append(True)
+        _Progress().upto(size)
+        digests = await _hash_source(job) if job.verify else None
+    _check_size(job, size)
+    if digests is None:
+        return Delivered(server_side=server_side)
+    how = await job.dst.verify_stored(target, digests, receipt)
+    return Delivered(digests.sha256, how, server_side)
 
 
 async def _skip(job: FileJob) -> bool:
@@ -108,74 +184,130 @@ async def _skip(job: FileJob) -> bool:
     if job.overwrite == "if_size_differs":
         return have.size == job.src_info.size
     if job.overwrite == "if_newer":
-        return job.src_info.mtime <= have.mtime
+        # A source file may come from a listing (a tree copy); the target from one if prelisted.
+        return await _mtime(job.src, job.src_info, True) <= await _mtime(
+            job.dst, have, job.existing_known)
     return False
 
 
-async def _discard(dst: Vfs, tmp: str) -> None:
+async def _mtime(vfs: Vfs, info: FileInfo, listed: bool) -> float:
+    """The modification time a file was stored with. Object stores list upload times (their
+    stat reads the stored one), so an entry from a listing of theirs is looked up again."""
+    if vfs.features.list_mtime or not listed:
+        return info.mtime
+    return (await vfs.stat(info.path)).mtime
+
+
+async def _discard(dst: Vfs, path: str) -> None:
     # Shielded so a cancelled copy still cleans up; errors here must not mask the real one.
     with suppress(Exception, asyncio.CancelledError):
-        await asyncio.shield(dst.remove(tmp))
+        await asyncio.shield(dst.remove(path))
 
 
-async def _check(job: FileJob, tmp: str, digest: str, size: int) -> None:
+def _check_size(job: FileJob, size: int) -> None:
     """``size`` is what the destination reports for the written file (not what we sent)."""
     if size != job.src_info.size:
         raise fail(TransferError, job.dst.name, job.dst_path,
                    f"size check failed: wrote {size} bytes, source has {job.src_info.size}")
-    if digest and "sha256" in job.dst.features.checksums:
-        written = await job.dst.checksum(tmp, "sha256")
-        if written != digest:
-            raise fail(TransferError, job.dst.name, job.dst_path,
-                       f"sha256 mismatch: source {digest}, written {written}")
 
 
-async def _transfer(job: FileJob, tmp: str) -> tuple[str, int]:
+async def _hash_source(job: FileJob) -> StreamDigests:
+    """A server-side copy sent nothing through us: hash the source to know what to expect."""
+    h = _Hashers(job.dst.features.stream_digests)
+    size = 0
+    async with job.src.open_read(job.src_info.path) as r:
+        while data := await r.read():
+            h.update(data)
+            size += len(data)
+    return h.digests(size)
+
+
+Sent = tuple[StreamDigests | None, int, object | None]  # digests, size stored, receipt
+
+
+async def _transfer(job: FileJob, target: str, landed: list[bool]) -> Sent:
+    """Stream (or kernel-copy) the file to ``target``; appends to ``landed`` as soon as the
+    destination holds it (a cancel that arrives later must still remove it)."""
     if job.src.features.local_path and job.dst.features.local_path:
-        return await _kernel_copy(job, tmp)
+        landed.append(True)  # the temporary file exists from the start
+        return await _kernel_copy(job, target)
     prog = _Progress()
+    ranged = Ranged(job.src, job.src_info, job.dst, job.dst_path, job.verify)
+    streams = await stream_plan(ranged)
+    if streams > 1:
+        return await ranged_transfer(ranged, target, streams, prog.upto, RETRY_DELAYS)
+    if wants_direct(job.src, job.dst, job.verify):
+        landed.append(True)  # the temporary file exists from the start
+        return await _direct(job, target, prog)
     offset = 0
+    resume = False
     for delay in (*RETRY_DELAYS, None):
         holder: list[WriteStream] = []
         try:
-            return await _stream(job, tmp, offset, prog, holder)
+            if resume:  # the destination may know better what it kept (FTP: its size)
+                offset = await job.dst.resume_offset(target, offset)
+                log.info("copy_resumed", vfs=job.dst.name, path=job.dst_path, offset=offset)
+            return await _stream(job, target, offset, prog, holder, landed)
         except TransientError as exc:
             if delay is None:
                 raise
-            resumable = job.dst.features.resumable_write and holder
-            offset = holder[0].confirmed if resumable else 0
+            if job.dst.features.resumable_write and holder:
+                offset, resume = holder[0].confirmed, True
+            elif not resume:
+                offset = 0
             log.warning("copy_retry", vfs=job.dst.name, path=job.dst_path, error=str(exc),
                         resume_at=offset, delay_s=delay)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
 
 
-async def _stream(job: FileJob, tmp: str, offset: int, prog: _Progress,
-                  holder: list[WriteStream]) -> tuple[str, int]:
-    h = hashlib.sha256() if job.verify else None
+async def _direct(job: FileJob, target: str, prog: _Progress) -> Sent:
+    """Between local disk and a backend with blocking reads and writes, on that backend's
+    thread (aftd.vfs.copy_direct); never with ``verify``."""
+    mtime = job.src_info.mtime if job.dst.features.set_mtime else None
+    if job.dst.features.local_path:
+        dst: LocalVfs = job.dst  # type: ignore[assignment]
+        size = await direct_download(job.src, job.src_info, dst, target, job.dst_path,
+                                     mtime=mtime, progress=prog.upto,
+                                     retry_delays=RETRY_DELAYS)
+    else:
+        src: LocalVfs = job.src  # type: ignore[assignment]
+        size = await direct_upload(src, job.src_info, job.dst, target, job.dst_path,
+                                   mtime=mtime, progress=prog.upto,
+                                   retry_delays=RETRY_DELAYS)
+    return None, size, None
+
+
+async def _stream(job: FileJob, target: str, offset: int, prog: _Progress,
+                  holder: list[WriteStream], landed: list[bool]) -> Sent:
+    h = _Hashers(job.dst.features.stream_digests) if job.verify else None
     if h is not None and offset:
         await _hash_prefix(job, h, offset)
-    async with job.src.open_read(job.src_info.path, offset) as r, \
-            job.dst.open_write(tmp, offset) as w:
-        holder.append(w)
-        pos = offset
-        while data := await r.read():
-            await w.write(data)
-            if h is not None:
-                h.update(data)
-            pos += len(data)
-            prog.upto(w.confirmed)
-        mtime = job.src_info.mtime if job.dst.features.set_mtime else None
-        size = await w.finish(mtime)
-        prog.upto(pos)
-    if pos != job.src_info.size:
-        raise fail(TransferError, job.src.name, job.src_info.path,
-                   f"source changed during the copy: read {pos} bytes, expected "
-                   f"{job.src_info.size}")
-    return (h.hexdigest() if h is not None else ""), size
+    async with job.src.open_read(job.src_info.path, offset) as r:
+        mtime = None
+        if job.dst.features.set_mtime:
+            mtime = r.mtime if r.mtime is not None else job.src_info.mtime
+        async with job.dst.open_write(target, offset, mtime=mtime, size=job.src_info.size,
+                                      verify=h is not None) as w:
+            holder.append(w)
+            pos = offset
+            while data := await r.read():
+                await w.write(data)
+                if h is not None:
+                    h.update(data)
+                pos += len(data)
+                prog.upto(w.confirmed)
+            if pos != job.src_info.size:  # before finish: a short copy must not be published
+                raise fail(TransferError, job.src.name, job.src_info.path,
+                           f"source changed during the copy: read {pos} bytes, expected "
+                           f"{job.src_info.size}")
+            size = await w.finish(mtime)
+            landed.append(True)
+            prog.upto(pos)
+    return (h.digests(pos) if h is not None else None), size, w.receipt
 
 
-async def _hash_prefix(job: FileJob, h: Any, upto: int) -> None:
+async def _hash_prefix(job: FileJob, h: _Hashers, upto: int) -> None:
     """Re-hash the bytes a resumed copy does not send again (rare: only after a drop)."""
     pos = 0
     async with job.src.open_read(job.src_info.path, 0) as r:
@@ -185,11 +317,14 @@ async def _hash_prefix(job: FileJob, h: Any, upto: int) -> None:
             pos += len(take)
 
 
-async def _kernel_copy(job: FileJob, tmp: str) -> tuple[str, int]:
-    """local→local: copy_file_range/sendfile in a worker thread, no bytes through Python."""
+async def _kernel_copy(job: FileJob, tmp: str) -> Sent:
+    """local→local: copy_file_range/sendfile on a file_io thread, no bytes through Python.
+
+    Both files are opened on that thread through their VFS's confinement, and the copy acts on
+    those descriptors only.
+    """
     src: LocalVfs = job.src  # type: ignore[assignment]
     dst: LocalVfs = job.dst  # type: ignore[assignment]
-    sp, dp = src.os_path(job.src_info.path), dst.os_path(tmp)
     stop = threading.Event()
     prog = _Progress()
     loop = asyncio.get_running_loop()
@@ -197,47 +332,49 @@ async def _kernel_copy(job: FileJob, tmp: str) -> tuple[str, int]:
     def report(pos: int) -> None:
         loop.call_soon_threadsafe(prog.upto, pos)
 
-    mtime = job.src_info.mtime
-    fut = loop.run_in_executor(None, _kernel_copy_sync, sp, dp, stop, report, mtime)
+    def run() -> int:
+        fin, _ = src.reader_fd(job.src_info.path)
+        try:
+            fout = dst.writer_fd(tmp, exclusive=True)
+            try:
+                return _kernel_copy_fds(fin, fout, stop, report, job.src_info.mtime)
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+
+    fut = executors.get(executors.FILE_IO).submit(run)
     try:
         size = await asyncio.shield(fut)
     except asyncio.CancelledError:
         stop.set()  # let the thread notice within one chunk, then clean up behind it
-        with suppress(Exception):
+        with suppress(Exception, asyncio.CancelledError):
             await fut
         raise
     except OSError as exc:
         raise fail(TransferError, dst.name, job.dst_path, exc.strerror or str(exc)) from None
-    if job.verify:
-        return await src.checksum(job.src_info.path, "sha256"), size
-    return "", size
+    if job.verify:  # no bytes passed through us: hash the source to know what to expect
+        return StreamDigests(await src.checksum(job.src_info.path, "sha256"), size), size, None
+    return None, size, None
 
 
-def _kernel_copy_sync(sp: str, dp: str, stop: threading.Event, report: Any,
-                      mtime: float) -> int:
-    fin = os.open(sp, os.O_RDONLY)
-    try:
-        fout = os.open(dp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        try:
-            pos = 0
-            use_cfr = True
-            while not stop.is_set():
-                if use_cfr:
-                    try:
-                        n = os.copy_file_range(fin, fout, _KERNEL_CHUNK)
-                    except OSError:  # e.g. EXDEV on old kernels, or an unsupported fs
-                        use_cfr = False
-                        continue
-                else:
-                    n = os.sendfile(fout, fin, pos, _KERNEL_CHUNK)
-                    os.lseek(fin, pos + n, os.SEEK_SET)
-                if n == 0:
-                    os.utime(fout, (mtime, mtime))
-                    return os.fstat(fout).st_size
-                pos += n
-                report(pos)
-            raise InterruptedError("copy cancelled")  # stopped from the event loop side
-        finally:
-            os.close(fout)
-    finally:
-        os.close(fin)
+def _kernel_copy_fds(fin: int, fout: int, stop: threading.Event, report: Any,
+                     mtime: float) -> int:
+    pos = 0
+    use_cfr = True
+    while not stop.is_set():
+        if use_cfr:
+            try:
+                n = os.copy_file_range(fin, fout, _KERNEL_CHUNK)
+            except OSError:  # e.g. EXDEV on old kernels, or an unsupported fs
+                use_cfr = False
+                continue
+        else:
+            n = os.sendfile(fout, fin, pos, _KERNEL_CHUNK)
+            os.lseek(fin, pos + n, os.SEEK_SET)
+        if n == 0:
+            os.utime(fout, (mtime, mtime))
+            return os.fstat(fout).st_size
+        pos += n
+        report(pos)
+    raise InterruptedError("copy cancelled")  # stopped from the event loop side

@@ -1,7 +1,12 @@
-"""``local``: a directory on this host. Blocking calls run in worker threads, off the event loop.
+"""``local``: a directory on this host. Blocking calls run on the ``file_io`` executor.
 
-Confinement: after lexical normalisation every path is resolved with ``realpath`` and must stay
-under the resolved root, so a symlink that leads out of the root is refused (invariant 5).
+Confinement (README, "Invariants") is race-free: every path is opened beneath a descriptor of the
+root by :mod:`aftd.vfs.confine` (``openat2(RESOLVE_BENEATH)`` or a component-by-component walk with
+``O_NOFOLLOW``), and each operation then acts on the descriptor it got, or on one name relative to
+a descriptor of its parent directory (``mkdirat``, ``unlinkat``, ``renameat``...). No path string
+is resolved twice, so swapping a directory for a symlink mid-operation cannot redirect I/O out of
+the root. Symlinks that stay inside the root are followed for explicit paths; a listing reports
+links as links (``lstat``), and the copy engine decides what to do with them.
 """
 
 from __future__ import annotations
@@ -11,157 +16,310 @@ import errno
 import hashlib
 import os
 import stat as statmod
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+import structlog
+
+from aftd import executors
 from aftd.errors import TransferError
 from aftd.vfs.base import (
+    VERIFIED_READ_BACK,
     Features,
     FileInfo,
     PathEscapeError,
     PathExistsError,
     PathNotFoundError,
     ReadStream,
+    StreamDigests,
     Vfs,
     WriteStream,
     fail,
+    mismatch,
 )
 from aftd.vfs.config import VfsConfig
-from aftd.vfs.paths import join, normalize, to_abs
+from aftd.vfs.confine import EscapeError, Resolver
+from aftd.vfs.paths import join, normalize
 
 __all__ = ["LocalVfs", "create"]
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 DEFAULT_CHUNK = 4 * 261_120  # a multiple of the SFTP request size, so chunks split evenly
+_DIR = os.O_PATH | os.O_DIRECTORY
+# O_NONBLOCK: opening a FIFO must not hang a worker thread; regular files ignore the flag.
+_READ = os.O_RDONLY | os.O_NONBLOCK
+_WRITE = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK
 
 
 class LocalVfs(Vfs):
-    features = Features(
-        atomic_rename_overwrite=True, checksums=("sha256",), resumable_write=True, local_path=True,
-    )
+    features = Features(checksums=("sha256",), resumable_write=True, local_path=True,
+                        ranged_write=True)
 
-    def __init__(self, name: str, root: str, *, chunk_size: int = DEFAULT_CHUNK) -> None:
+    def __init__(self, name: str, root: str, *, chunk_size: int = DEFAULT_CHUNK,
+                 resolve: str = "auto") -> None:
         super().__init__(name)
         self.root = os.path.realpath(root)
         self.chunk_size = chunk_size
+        self._resolve = resolve
+        self._resolver: Resolver | None = None
+        self._lock = threading.Lock()
 
     # -- paths ---------------------------------------------------------------------------
     def rel(self, path: str) -> str:
         return normalize(self.name, self.root, path)
 
-    def real(self, path: str) -> str:
-        """The OS path for ``path``, refusing anything that resolves outside the root."""
-        rel = self.rel(path)
-        full = to_abs(self.root, rel)
-        resolved = os.path.realpath(full)
-        if resolved != self.root and not resolved.startswith(self.root.rstrip("/") + "/"):
-            raise fail(PathEscapeError, self.name, rel, "a symlink leads outside the VFS root")
-        return full
+    @property
+    def resolver(self) -> Resolver:
+        """Chosen at first use, and logged, so an operator can see which method confines."""
+        with self._lock:
+            if self._resolver is None:
+                try:
+                    self._resolver = Resolver(self.root, self._resolve)
+                except (OSError, ValueError) as exc:
+                    raise fail(TransferError, self.name, "", f"cannot confine paths: {exc}") \
+                        from None
+                log.info("vfs_confinement", vfs=self.name, root=self.root,
+                         method=self._resolver.method)
+            return self._resolver
 
-    def os_path(self, path: str) -> str:
-        """Public for the kernel fast path of the copy engine."""
-        return self.real(path)
+    def _open(self, rel: str, flags: int, mode: int = 0o644, *, follow: bool = True) -> int:
+        return self.resolver.open(rel, flags, mode, follow=follow)
+
+    def _parent(self, rel: str) -> tuple[int, str]:
+        return self.resolver.open_parent(rel)
 
     async def _run(self, path: str, fn: Callable[[str], T]) -> T:
         rel = self.rel(path)
         try:
-            return await asyncio.to_thread(lambda: fn(self.real(rel)))
+            return await executors.run(executors.FILE_IO, fn, rel)
         except TransferError:
             raise
         except OSError as exc:
             raise _os_error(self.name, rel, exc) from None
 
+    async def _run_open(self, rel: str, fn: Callable[[str], T], fd_of: Callable[[T], int]) -> T:
+        """:meth:`_run` for a call that opens a descriptor: if the caller is cancelled while
+        the thread works, the descriptor it opens is closed instead of leaked."""
+        fut = executors.get(executors.FILE_IO).submit(fn, rel)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            fut.add_done_callback(lambda f: _close_result(f, fd_of))
+            raise
+        except OSError as exc:
+            raise _os_error(self.name, rel, exc) from None
+
+    # -- descriptors (also used by the copy engine's kernel copy, on a file_io thread) -----
+    def reader_fd(self, path: str) -> tuple[int, int]:
+        """A descriptor of the regular file ``path`` opened for reading, and its size."""
+        rel = self.rel(path)
+        try:
+            fd = self._open(rel, _READ)
+        except OSError as exc:
+            raise _os_error(self.name, rel, exc) from None
+        return fd, self._regular(fd, rel).st_size
+
+    def writer_fd(self, path: str, *, exclusive: bool = False) -> int:
+        """``path`` created (or opened) for writing; a symlink as the last part is refused."""
+        rel = self.rel(path)
+        try:
+            fd = self._open(rel, _WRITE | (os.O_EXCL if exclusive else 0), follow=False)
+        except OSError as exc:
+            raise _os_error(self.name, rel, exc) from None
+        self._regular(fd, rel)
+        return fd
+
+    def _regular(self, fd: int, rel: str) -> os.stat_result:
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            os.close(fd)
+            kind = "a directory" if statmod.S_ISDIR(st.st_mode) else "not a regular file"
+            raise fail(TransferError, self.name, rel, f"is {kind}")
+        return st
+
     # -- operations ----------------------------------------------------------------------
     async def stat(self, path: str) -> FileInfo:
-        rel = self.rel(path)
-        st = await self._run(rel, os.stat)
-        return _info(rel, st)
+        def op(rel: str) -> FileInfo:
+            fd = self._open(rel, os.O_PATH)
+            try:
+                return _info(rel, os.fstat(fd))
+            finally:
+                os.close(fd)
+
+        return await self._run(path, op)
+
+    async def identity(self, path: str) -> Hashable:
+        def op(rel: str) -> Hashable:
+            fd = self._open(rel, os.O_PATH)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            return (st.st_dev, st.st_ino)
+
+        return await self._run(path, op)
 
     async def listdir(self, path: str) -> list[FileInfo]:
-        rel = self.rel(path)
+        return await self._run(path, self._scan)
 
-        def scan(full: str) -> list[FileInfo]:
-            out = []
-            with os.scandir(full) as it:
+    def _scan(self, rel: str) -> list[FileInfo]:
+        fd = self._open(rel, os.O_RDONLY | os.O_DIRECTORY)
+        out = []
+        try:
+            with os.scandir(fd) as it:
                 for e in it:
-                    try:
-                        out.append(_info(join(rel, e.name), e.stat()))
-                    except FileNotFoundError:  # vanished or dangling symlink: skip it
+                    try:  # lstat semantics: a symlink is listed as a symlink, not followed
+                        out.append(_info(join(rel, e.name), e.stat(follow_symlinks=False)))
+                    except FileNotFoundError:  # vanished since the directory was read
                         continue
-            return out
-
-        return await self._run(rel, scan)
+        finally:
+            os.close(fd)
+        return out
 
     async def makedirs(self, path: str) -> None:
-        await self._run(path, lambda p: os.makedirs(p, exist_ok=True))
+        await self._run(path, self._makedirs)
+
+    def _makedirs(self, rel: str) -> None:
+        if self._is_dir(rel):
+            return
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if self._is_dir(prefix):
+                continue
+            pfd, name = self._parent(prefix)
+            try:
+                os.mkdir(name, 0o777, dir_fd=pfd)
+            except FileExistsError:  # created meanwhile, or not a directory (checked next)
+                pass
+            finally:
+                os.close(pfd)
+            os.close(self._open(prefix, _DIR))
+
+    def _is_dir(self, rel: str) -> bool:
+        try:
+            fd = self._open(rel, _DIR)
+        except FileNotFoundError:
+            return False
+        os.close(fd)
+        return True
 
     async def remove(self, path: str) -> None:
-        def rm(p: str) -> None:
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.rmdir(p)
-            else:
-                os.unlink(p)
+        def rm(rel: str) -> None:
+            pfd, name = self._parent(rel)
+            try:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                if statmod.S_ISDIR(st.st_mode):
+                    os.rmdir(name, dir_fd=pfd)
+                else:
+                    os.unlink(name, dir_fd=pfd)
+            finally:
+                os.close(pfd)
 
         await self._run(path, rm)
 
     async def rename(self, src: str, dst: str, *, overwrite: bool = False) -> None:
-        s, d = self.rel(src), self.rel(dst)
+        d = self.rel(dst)
 
-        def mv(sp: str) -> None:
-            dp = self.real(d)
-            if overwrite:
-                os.replace(sp, dp)
-                return
-            try:  # link+unlink refuses an existing target atomically, unlike rename(2)
-                os.link(sp, dp, follow_symlinks=False)
-            except FileExistsError:
+        def mv(s: str) -> None:
+            sfd, sname = self._parent(s)
+            try:
+                try:
+                    dfd, dname = self._parent(d)
+                except OSError as exc:
+                    raise _os_error(self.name, d, exc) from None
+                try:
+                    self._rename_at(sfd, sname, dfd, dname, d, overwrite)
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(sfd)
+
+        await self._run(src, mv)
+
+    def _rename_at(self, sfd: int, sname: str, dfd: int, dname: str, d: str,
+                   overwrite: bool) -> None:
+        if overwrite:
+            os.replace(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+            return
+        try:  # link+unlink refuses an existing target atomically, unlike rename(2)
+            os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+        except FileExistsError:
+            raise fail(PathExistsError, self.name, d, "target exists") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP):
+                raise
+            if _lexists(dname, dfd):
                 raise fail(PathExistsError, self.name, d, "target exists") from None
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP):
-                    raise
-                if os.path.lexists(dp):
-                    raise fail(PathExistsError, self.name, d, "target exists") from None
-                os.rename(sp, dp)
-                return
-            os.unlink(sp)
-
-        await self._run(s, mv)
+            os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+            return
+        os.unlink(sname, dir_fd=sfd)
 
     async def set_mtime(self, path: str, mtime: float) -> None:
-        await self._run(path, lambda p: os.utime(p, (mtime, mtime)))
+        def op(rel: str) -> None:
+            fd = self._open(rel, _READ)
+            try:
+                os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
+
+        await self._run(path, op)
 
     async def checksum(self, path: str, algo: str) -> str:
         if algo != "sha256":
             return await super().checksum(path, algo)
-        return await self._run(path, sha256_file)
+        return await self._run(path, lambda rel: sha256_fd(self.reader_fd(rel)[0]))
+
+    async def verify_stored(self, path: str, expected: StreamDigests,
+                            receipt: object | None) -> str:
+        """Read the file back (on a file_io thread, through the page cache) and compare."""
+        got = await self.checksum(path, "sha256")
+        if got != expected.sha256:
+            raise mismatch(self.name, self.rel(path), expected.sha256, got)
+        return VERIFIED_READ_BACK
 
     @asynccontextmanager
     async def open_read(self, path: str, offset: int = 0) -> AsyncIterator[ReadStream]:
         rel = self.rel(path)
-
-        def op(p: str) -> tuple[int, int]:
-            fd = os.open(p, os.O_RDONLY)
-            return fd, os.fstat(fd).st_size
-
-        fd, size = await self._run(rel, op)
+        fd, size = await self._run_open(rel, self.reader_fd, lambda r: r[0])
         try:
             yield _LocalReader(self, rel, fd, offset, size)
         finally:
             os.close(fd)
 
     @asynccontextmanager
-    async def open_write(self, path: str, offset: int = 0) -> AsyncIterator[WriteStream]:
+    async def open_write(self, path: str, offset: int = 0, *, mtime: float | None = None,
+                         size: int | None = None, verify: bool = False,
+                         ) -> AsyncIterator[WriteStream]:
         rel = self.rel(path)
 
-        def op(p: str) -> int:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        def op(r: str) -> int:
+            fd = self.writer_fd(r)
             # Only truncate when needed: on ext4 truncating a file makes close() flush it.
-            if os.fstat(fd).st_size != offset:
-                os.ftruncate(fd, offset)
+            try:
+                if os.fstat(fd).st_size != offset:
+                    os.ftruncate(fd, offset)
+            except BaseException:
+                os.close(fd)
+                raise
             return fd
 
-        fd = await self._run(rel, op)
+        fd = await self._run_open(rel, op, lambda r: r)
+        try:
+            writer = _LocalWriter(self, rel, fd, offset)
+            yield writer
+            await writer.flush()
+        finally:
+            os.close(fd)
+
+    @asynccontextmanager
+    async def open_write_range(self, path: str, offset: int) -> AsyncIterator[WriteStream]:
+        """Write into the existing file from ``offset``; never truncates (ranged streams)."""
+        rel = self.rel(path)
+        fd = await self._run_open(rel, self.writer_fd, lambda r: r)
         try:
             writer = _LocalWriter(self, rel, fd, offset)
             yield writer
@@ -173,15 +331,21 @@ class LocalVfs(Vfs):
 class _LocalReader:
     """Reads up to the size seen at open (the snapshot we copy), like the SFTP reader."""
 
+    mtime = None  # stat has it
+
     def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int, size: int) -> None:
         self.vfs, self.rel, self.fd, self.offset, self.size = vfs, rel, fd, offset, size
+
+    def limit(self, end: int) -> None:
+        """Stop at ``end`` (a ranged stream reads its range only)."""
+        self.size = min(self.size, end)
 
     async def read(self) -> bytes:
         want = min(self.vfs.chunk_size, self.size - self.offset)
         if want <= 0:
             return b""  # no thread hop just to learn about end of file
         try:
-            data = await asyncio.to_thread(os.pread, self.fd, want, self.offset)
+            data = await executors.run(executors.FILE_IO, os.pread, self.fd, want, self.offset)
         except OSError as exc:
             raise _os_error(self.vfs.name, self.rel, exc) from None
         self.offset += len(data)
@@ -191,6 +355,8 @@ class _LocalReader:
 class _LocalWriter:
     """Gathers small chunks (an SFTP reader yields ~255 KiB) into one pwritev per chunk_size,
     so a download pays one thread hand-off per MiB rather than four, without copying."""
+
+    receipt = None  # verify_stored reads the file back
 
     def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int) -> None:
         self.vfs, self.rel, self.fd, self.offset = vfs, rel, fd, offset
@@ -213,23 +379,30 @@ class _LocalWriter:
         bufs, n = self.pending, self.pending_len
         self.pending, self.pending_len = [], 0
         try:
-            await asyncio.to_thread(_pwritev_all, self.fd, bufs, self.offset)
+            await executors.run(executors.FILE_IO, _pwritev_all, self.fd, bufs, self.offset)
         except OSError as exc:
             raise _os_error(self.vfs.name, self.rel, exc) from None
         self.offset += n
 
     async def finish(self, mtime: float | None) -> int:
-        await self.flush()
+        """The last bytes, the mtime and the size in one thread hand-off (a small file's
+        whole write, in a tree of thousands)."""
+        bufs, n = self.pending, self.pending_len
+        self.pending, self.pending_len = [], 0
 
         def op() -> int:
+            if bufs:
+                _pwritev_all(self.fd, bufs, self.offset)
             if mtime is not None:
                 os.utime(self.fd, (mtime, mtime))
             return os.fstat(self.fd).st_size
 
         try:
-            return await asyncio.to_thread(op)
+            size = await executors.run(executors.FILE_IO, op)
         except OSError as exc:
             raise _os_error(self.vfs.name, self.rel, exc) from None
+        self.offset += n
+        return size
 
 
 def _pwritev_all(fd: int, bufs: list[bytes], offset: int) -> None:
@@ -244,26 +417,47 @@ def _pwritev_all(fd: int, bufs: list[bytes], offset: int) -> None:
             views[0] = views[0][n:]
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def sha256_fd(fd: int) -> str:
+    """The SHA-256 of an open file (the descriptor is closed)."""
+    with open(fd, "rb", closefd=True) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _close_result(fut: asyncio.Future[T], fd_of: Callable[[T], int]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        os.close(fd_of(fut.result()))
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _info(rel: str, st: os.stat_result) -> FileInfo:
-    return FileInfo(path=rel, size=st.st_size, mtime=st.st_mtime,
-                    is_dir=statmod.S_ISDIR(st.st_mode), mode=statmod.S_IMODE(st.st_mode))
+    mode = st.st_mode
+    return FileInfo(path=rel, size=st.st_size, mtime=st.st_mtime, is_dir=statmod.S_ISDIR(mode),
+                    mode=statmod.S_IMODE(mode), is_link=statmod.S_ISLNK(mode),
+                    special=not (statmod.S_ISREG(mode) or statmod.S_ISDIR(mode)
+                                 or statmod.S_ISLNK(mode)))
 
 
 def _os_error(vfs: str, rel: str, exc: OSError) -> TransferError:
+    if isinstance(exc, EscapeError):
+        return fail(PathEscapeError, vfs, rel, exc.strerror or "path leaves the VFS root")
     if isinstance(exc, FileNotFoundError):
         return fail(PathNotFoundError, vfs, rel, "no such file or directory")
     if isinstance(exc, FileExistsError):
         return fail(PathExistsError, vfs, rel, "already exists")
     if exc.errno == errno.ELOOP:
-        return fail(PathEscapeError, vfs, rel, "is a symlink (refused for writing)")
+        return fail(PathEscapeError, vfs, rel,
+                    "is a symlink where none is allowed, or too many levels of symlinks")
+    if exc.errno == errno.ENXIO:  # O_WRONLY|O_NONBLOCK on a FIFO nobody reads
+        return fail(TransferError, vfs, rel, "is not a regular file (a FIFO or a device)")
+    if exc.errno == errno.EXDEV:  # openat2 refused a step out of the root
+        return fail(PathEscapeError, vfs, rel, "a symlink leads outside the VFS root")
     return fail(TransferError, vfs, rel, exc.strerror or type(exc).__name__)
 
 

@@ -1,4 +1,4 @@
-"""Path confinement (invariant 5): every path is made relative to the VFS root or refused.
+"""Path confinement (README, "Invariants"): every path is made relative to the VFS root or refused.
 
 Paths come from claims, params and scripts, so they are untrusted. We normalise lexically
 (``posixpath``-style, no filesystem access) and refuse anything that would climb above the root.

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aftd.errors import TransferError
-from aftd.vfs.base import SecretResolver, UnknownVfsError, Vfs
+from aftd.secrets.base import SecretResolver
+from aftd.vfs.base import UnknownVfsError, Vfs
 from aftd.vfs.config import VfsConfig
 
 __all__ = ["BACKENDS", "Backend", "VfsPool", "load_backend"]
@@ -22,13 +23,19 @@ __all__ = ["BACKENDS", "Backend", "VfsPool", "load_backend"]
 @dataclass(frozen=True)
 class Backend:
     module: str  # exposes create(cfg) or create(cfg, secrets)
-    package: str  # what to `pip install` when the import fails
+    package: str  # the Python package the backend needs
     needs_secrets: bool = False
+    install: str = ""  # what to `pip install` when the import fails (default: the package)
 
 
 BACKENDS: dict[str, Backend] = {
     "local": Backend("aftd.vfs.local", "aftd"),
     "sftp": Backend("aftd.vfs.sftp", "asyncssh", needs_secrets=True),
+    "ftp": Backend("aftd.vfs.ftp", "aftd", needs_secrets=True),
+    "s3": Backend("aftd.vfs.s3", "aiobotocore", needs_secrets=True, install="'aftd[s3]'"),
+    "azure": Backend("aftd.vfs.azure", "azure-storage-blob", needs_secrets=True,
+                     install="'aftd[azure]'"),
+    "gcs": Backend("aftd.vfs.gcs", "PyJWT", needs_secrets=True, install="'aftd[gcs]'"),
 }
 
 
@@ -41,7 +48,7 @@ def load_backend(vtype: str) -> Any:
     except ImportError as exc:
         raise TransferError(
             f"VFS type {vtype!r} needs the Python package {spec.package!r} "
-            f"(pip install {spec.package}): {exc}"
+            f"(pip install {spec.install or spec.package}): {exc}"
         ) from None
 
 
@@ -56,6 +63,11 @@ class VfsPool:
     @property
     def names(self) -> list[str]:
         return sorted(self._configs)
+
+    @property
+    def configs(self) -> Mapping[str, VfsConfig]:
+        """The entries this pool builds from (a worker process builds its own pool)."""
+        return dict(self._configs)
 
     def get(self, name: str) -> Vfs:
         vfs = self._live.get(name)

@@ -10,20 +10,23 @@ from __future__ import annotations
 import asyncio
 import posixpath
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import asyncssh
 
 from aftd.errors import TransferError
+from aftd.secrets.base import SecretResolver
+from aftd.vfs import sftp_fastpath
 from aftd.vfs.base import (
     Features,
     FileInfo,
+    PathEscapeError,
     PathExistsError,
     PathNotFoundError,
     ReadStream,
-    SecretResolver,
+    StreamDigests,
     TransientError,
     Vfs,
     WriteStream,
@@ -31,7 +34,9 @@ from aftd.vfs.base import (
 )
 from aftd.vfs.config import VfsConfig
 from aftd.vfs.paths import join, normalize, to_abs
+from aftd.vfs.sftp_auto import RttMeter, requests_in_flight, stream_count
 from aftd.vfs.sftp_conn import SftpPool
+from aftd.vfs.sftp_hash import RemoteHasher
 
 __all__ = ["SftpVfs", "create"]
 
@@ -39,10 +44,18 @@ T = TypeVar("T")
 _LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.ConnectionLost,
          asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError,
          ConnectionError)
+# Everything :func:`_translate` turns into a TransferError.
+_ERRORS = (*_LOST, asyncssh.SFTPError, OSError)
+
+
+# Kinds a tree copy handles; FIFOs, sockets and devices are reported and skipped. UNKNOWN is
+# what a server that sends no permissions gives: treat such an entry as a file.
+_ORDINARY = (asyncssh.FILEXFER_TYPE_REGULAR, asyncssh.FILEXFER_TYPE_DIRECTORY,
+             asyncssh.FILEXFER_TYPE_SYMLINK, asyncssh.FILEXFER_TYPE_UNKNOWN)
 
 
 class SftpVfs(Vfs):
-    features = Features(atomic_rename_overwrite=True, resumable_write=True)
+    features = Features(resumable_write=True, ranged_write=True)
 
     def __init__(self, name: str, root: str, opts: dict[str, Any],
                  secrets: SecretResolver) -> None:
@@ -51,6 +64,38 @@ class SftpVfs(Vfs):
         self.pool = SftpPool(name, opts, secrets)
         self._root = root if root.startswith("/") else ""
         self._root_cfg = root
+        self._real: str | None = None  # the root with symlinks resolved by the server
+        self.hasher = RemoteHasher(self, self.pool, opts.get("sha256sum_command", ""))
+        self.rtt = RttMeter()  # single-request timings: sizes the "auto" settings
+        self._closing: set[asyncio.Future[None]] = set()  # reader handles closing
+
+    def _timed(self, fn: Callable[[asyncssh.SFTPClient], Awaitable[T]],
+               ) -> Callable[[asyncssh.SFTPClient], Awaitable[T]]:
+        """``fn`` (one SFTP request) with its round trip recorded once the session is there."""
+        async def run(s: asyncssh.SFTPClient) -> T:
+            with self.rtt.timer():
+                return await fn(s)
+        return run
+
+    def depth(self, *, writing: bool = False) -> int:
+        """Requests a reader or writer keeps outstanding (``requests_in_flight``)."""
+        return requests_in_flight(self.opts.get("requests_in_flight", "auto"), self.rtt.rtt,
+                                  self.opts["block_size"], writing=writing)
+
+    async def parallel_streams(self, size: int) -> int:
+        """``streams``: how many ranged streams a file of ``size`` moves as."""
+        setting = self.opts.get("streams", 1)
+        min_size = self.opts.get("streams_min_size", 64 << 20)
+        if size < min_size:
+            return 1
+        if setting == "auto" and self.rtt.rtt is None:  # one round trip to learn the path
+            root = await self.root()
+            await self._call("", self._timed(lambda s: s.stat(root)))
+        sessions = self.opts["max_connections"] * self.opts["max_sessions"]
+        return stream_count(setting, self.rtt.rtt, size, min_size, sessions)
+
+    def files_in_flight_cap(self) -> int:
+        return int(self.opts.get("max_files_in_flight", 64))
 
     async def root(self) -> str:
         """The absolute root; a relative (or empty) root is resolved against the login dir."""
@@ -70,46 +115,74 @@ class SftpVfs(Vfs):
             try:
                 async with self.pool.session() as sftp:
                     return await fn(sftp)
-            except _LOST as exc:
-                self.pool.discard_dead()
-                if attempt == 2:
-                    raise fail(TransientError, self.name, rel, f"connection lost: {exc}") from None
-            except (asyncssh.SFTPError, OSError) as exc:
-                raise sftp_error(self.name, rel, exc) from None
+            except _ERRORS as exc:
+                error = _translate(self, rel, exc)
+                if attempt == 2 or not isinstance(exc, _LOST):
+                    raise error from None
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
+        if self._closing:  # reader handles still closing: let them finish (briefly)
+            await asyncio.wait(set(self._closing), timeout=5)
         await self.pool.aclose()
 
     # -- operations ----------------------------------------------------------------------
     async def stat(self, path: str) -> FileInfo:
         rel, full = await self._abs(path)
-        attrs = await self._call(rel, lambda s: s.stat(full))
+        attrs = await self._call(rel, self._timed(lambda s: s.stat(full)))
         return _info(rel, attrs)
 
     async def listdir(self, path: str) -> list[FileInfo]:
         rel, full = await self._abs(path)
         names = await self._call(rel, lambda s: s.readdir(full))
-        out = []
-        for n in names:
-            if n.filename in (".", "..") or not isinstance(n.filename, str):
-                continue
-            if n.attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
-                with suppress(PathNotFoundError):  # follow it, like the local backend
-                    out.append(await self.stat(join(rel, n.filename)))
-                continue
-            out.append(_info(join(rel, n.filename), n.attrs))
-        return out
+        # READDIR attributes are the server's lstat: a symlink is listed as a symlink.
+        return [_info(join(rel, n.filename), n.attrs) for n in names
+                if isinstance(n.filename, str) and n.filename not in (".", "..")]
+
+    async def scandir(self, path: str) -> AsyncIterator[FileInfo]:
+        """The listing as the server sends it, a READDIR reply (about 100 names) at a time;
+        one session is held until the listing ends. No reconnect midway: a listing restarted
+        would repeat entries, so a lost connection is raised to the caller."""
+        rel, full = await self._abs(path)
+        try:
+            async with self.pool.session() as sftp:
+                async for n in sftp.scandir(full):
+                    if isinstance(n.filename, str) and n.filename not in (".", ".."):
+                        yield _info(join(rel, n.filename), n.attrs)
+        except _ERRORS as exc:
+            raise _translate(self, rel, exc) from None
+
+    async def follow_link(self, path: str) -> FileInfo:
+        """The target of a link, refused when the server resolves it outside the root."""
+        rel, full = await self._abs(path)
+        real = await self._call(rel, lambda s: s.realpath(full))
+        if not _under(real, await self._real_root()):
+            raise fail(PathEscapeError, self.name, rel, "a symlink leads outside the VFS root")
+        return await self.stat(rel)
+
+    async def identity(self, path: str) -> Hashable:
+        """The server's canonical path: equal for a directory and any link that leads to it."""
+        rel, full = await self._abs(path)
+        return await self._call(rel, lambda s: s.realpath(full))
+
+    async def _real_root(self) -> str:
+        if self._real is None:
+            root = await self.root()
+            self._real = await self._call("", lambda s: s.realpath(root))
+        return self._real
 
     async def makedirs(self, path: str) -> None:
+        """The directory first (one round trip when only it is missing), its parents only when
+        the server says they are missing."""
         rel, full = await self._abs(path)
-        await self._call(rel, lambda s: s.makedirs(full, exist_ok=True))
+        await self._call(rel, lambda s: _makedirs(s, full))
 
     async def remove(self, path: str) -> None:
         rel, full = await self._abs(path)
 
         async def rm(s: asyncssh.SFTPClient) -> None:
-            if await s.isdir(full):
+            attrs = await s.lstat(full)  # a link to a directory is removed as a link
+            if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
                 await s.rmdir(full)
             else:
                 await s.remove(full)
@@ -141,20 +214,57 @@ class SftpVfs(Vfs):
         rel, full = await self._abs(path)
         await self._call(rel, lambda s: s.utime(full, (mtime, mtime)))
 
+    async def verify_stored(self, path: str, expected: StreamDigests,
+                            receipt: object | None) -> str:
+        """``sha256sum`` on the server where it may run commands, else a read-back."""
+        rel, full = await self._abs(path)
+        return await self.hasher.verify(rel, full, expected)
+
     @asynccontextmanager
     async def open_read(self, path: str, offset: int = 0) -> AsyncIterator[ReadStream]:
+        """Open, then the size and the first block in one round trip (a small file is read
+        by then); the handle is closed in the background, as nothing waits on a reader's
+        close."""
         rel, full = await self._abs(path)
-        async with self._open(rel, full, "rb") as (f, size):
-            reader = _PipelinedReader(self, rel, f, offset, size)
+        async with self.pool.session() as sftp:  # the lease keeps the channel counted as busy
             try:
+                with self.rtt.timer():
+                    f = await sftp.open(full, "rb", block_size=0)
+            except _ERRORS as exc:
+                raise _translate(self, rel, exc) from None
+            reader = _PipelinedReader(self, rel, f, offset)
+            try:
+                await reader.start()
                 yield reader
             finally:
                 await reader.cancel()
+                self._close_later(f)
+
+    def _close_later(self, f: asyncssh.SFTPClientFile) -> None:
+        task = asyncio.ensure_future(_close_quietly(f))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @asynccontextmanager
-    async def open_write(self, path: str, offset: int = 0) -> AsyncIterator[WriteStream]:
+    async def open_write(self, path: str, offset: int = 0, *, mtime: float | None = None,
+                         size: int | None = None, verify: bool = False,
+                         ) -> AsyncIterator[WriteStream]:
         rel, full = await self._abs(path)
         async with self._open(rel, full, "r+b" if offset else "wb", truncate=offset) as (f, _):
+            writer = _PipelinedWriter(self, rel, f, offset)
+            try:
+                yield writer
+            except BaseException:
+                await writer.cancel()
+                raise
+            await writer.flush()
+
+    @asynccontextmanager
+    async def open_write_range(self, path: str, offset: int) -> AsyncIterator[WriteStream]:
+        """Write into the existing file from ``offset`` on a session of its own, no truncation
+        (``r+b``): several of these fill one temporary file at once."""
+        rel, full = await self._abs(path)
+        async with self._open(rel, full, "r+b") as (f, _):
             writer = _PipelinedWriter(self, rel, f, offset)
             try:
                 yield writer
@@ -169,22 +279,17 @@ class SftpVfs(Vfs):
         async def op(s: asyncssh.SFTPClient) -> tuple[asyncssh.SFTPClientFile, int]:
             # block_size=0: each read/write is one request sent from the calling task. We split
             # and pipeline ourselves; asyncssh's own splitting would add a task per request.
-            f = await s.open(full, mode, block_size=0)
+            with self.rtt.timer():
+                f = await s.open(full, mode, block_size=0)
             if truncate:
                 await f.truncate(truncate)
-            if "r" not in mode or "+" in mode:
-                return f, 0  # writers do not need the size: save a round trip
-            attrs = await f.stat()
-            return f, attrs.size or 0
+            return f, 0  # writers (readers open in open_read) do not need the size
 
         async with self.pool.session() as sftp:  # the lease keeps the channel counted as busy
             try:
                 f, size = await op(sftp)
-            except _LOST as exc:
-                self.pool.discard_dead()
-                raise fail(TransientError, self.name, rel, f"connection lost: {exc}") from None
-            except (asyncssh.SFTPError, OSError) as exc:
-                raise sftp_error(self.name, rel, exc) from None
+            except _ERRORS as exc:
+                raise _translate(self, rel, exc) from None
             try:
                 yield f, size
             finally:
@@ -199,13 +304,30 @@ class _PipelinedReader:
     a file that shrank ends early and the copy engine reports it as changed).
     """
 
+    mtime = None  # stat has it
+
     def __init__(self, vfs: SftpVfs, rel: str, f: asyncssh.SFTPClientFile, offset: int,
-                 size: int) -> None:
-        self.vfs, self.rel, self.f, self.size = vfs, rel, f, size
+                 ) -> None:
+        self.vfs, self.rel, self.f, self.size = vfs, rel, f, 0
         self.next_off = self.pos = offset
         self.bs: int = vfs.opts["block_size"]
-        self.depth: int = vfs.opts["requests_in_flight"]
+        self.depth = vfs.depth()
         self.pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
+
+    async def start(self) -> None:
+        """Learn the size (fstat) with the first block already asked for: the two go out
+        together, so a file of up to one block costs one round trip after the open."""
+        self.pending.append((self.bs, asyncio.ensure_future(self.f.read(self.bs, self.pos))))
+        self.next_off += self.bs
+        try:
+            attrs = await self.f.stat()
+        except _ERRORS as exc:
+            raise _translate(self.vfs, self.rel, exc) from None
+        self.size = attrs.size or 0
+
+    def limit(self, end: int) -> None:
+        """Stop at ``end`` (a ranged stream reads its range only, no read-ahead beyond)."""
+        self.size = min(self.size, end)
 
     def _fill(self) -> None:
         while len(self.pending) < self.depth and self.next_off < self.size:
@@ -216,11 +338,15 @@ class _PipelinedReader:
 
     async def read(self) -> bytes:
         self._fill()
-        if not self.pending:  # the size seen at open is the snapshot we copy
+        if not self.pending or self.pos >= self.size:  # the size seen at open is the snapshot
+            await self.cancel()
             return b""
         n, fut = self.pending.popleft()
         data = await self._guard(fut)
-        if len(data) != n:  # short read or shrunk file: re-plan from where we are
+        want = min(n, self.size - self.pos)  # the first block was asked for before the size
+        if len(data) > want:  # grew since the fstat, or limited to a range: not ours to copy
+            data = data[:want]
+        elif len(data) != want:  # short read or shrunk file: re-plan from where we are
             await self.cancel()
             self.size = self.pos + len(data) if not data else self.size
             self.next_off = self.pos + len(data)
@@ -230,11 +356,8 @@ class _PipelinedReader:
     async def _guard(self, aw: Awaitable[bytes]) -> bytes:
         try:
             return await aw
-        except _LOST as exc:
-            self.vfs.pool.discard_dead()
-            raise fail(TransientError, self.vfs.name, self.rel, f"connection lost: {exc}") from None
-        except (asyncssh.SFTPError, OSError) as exc:
-            raise sftp_error(self.vfs.name, self.rel, exc) from None
+        except _ERRORS as exc:
+            raise _translate(self.vfs, self.rel, exc) from None
 
     async def cancel(self) -> None:
         await _cancel_all(fut for _, fut in self.pending)
@@ -244,11 +367,13 @@ class _PipelinedReader:
 class _PipelinedWriter:
     """Keeps up to ``requests_in_flight`` writes outstanding; tracks the acknowledged prefix."""
 
+    receipt = None  # SFTP acknowledges writes, not contents: verify_stored asks the server
+
     def __init__(self, vfs: SftpVfs, rel: str, f: asyncssh.SFTPClientFile, offset: int) -> None:
         self.vfs, self.rel, self.f = vfs, rel, f
         self.off = self._confirmed = offset
         self.bs: int = vfs.opts["block_size"]
-        self.depth: int = vfs.opts["requests_in_flight"]
+        self.depth = vfs.depth(writing=True)
         self.pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
 
     @property
@@ -270,11 +395,8 @@ class _PipelinedWriter:
         end, fut = self.pending[0]
         try:
             await fut
-        except _LOST as exc:
-            self.vfs.pool.discard_dead()
-            raise fail(TransientError, self.vfs.name, self.rel, f"connection lost: {exc}") from None
-        except (asyncssh.SFTPError, OSError) as exc:
-            raise sftp_error(self.vfs.name, self.rel, exc) from None
+        except _ERRORS as exc:
+            raise _translate(self.vfs, self.rel, exc) from None
         self.pending.popleft()
         self._confirmed = end
 
@@ -287,33 +409,37 @@ class _PipelinedWriter:
             raise
 
     async def finish(self, mtime: float | None) -> int:
-        """After the last write is acknowledged, set mtime, stat and close in one round trip.
+        """Send set-mtime, stat and close right behind the last writes; one round trip for all.
 
-        sftp-server answers a channel's requests in order, so sending the three together is
-        safe. They must not overtake the writes: asyncssh sends a write from a task of its
-        own, so only an acknowledged write is known to be ahead of them.
+        No waiting for the writes first: the SFTP protocol has a server process requests about
+        the same file in the order they arrive (filexfer drafts, "Request Synchronization and
+        Reordering"), and they arrive in the order they were sent: asyncssh sends each request
+        from its task's first step, and tasks start in the order they were created, the writes'
+        first. The stat therefore sees every write; a failed write is raised from here all
+        the same (and the caller never publishes the file).
         """
-        await self.flush()
         set_time = self.f.utime((mtime, mtime)) if mtime is not None else asyncio.sleep(0)
         tail = asyncio.gather(set_time, self.f.stat(), self.f.close())
         try:
+            await self.flush()
             _, attrs, _ = await tail
         except BaseException as exc:
             tail.cancel()
             with suppress(BaseException):
                 await tail
-            if isinstance(exc, _LOST):
-                self.vfs.pool.discard_dead()
-                raise fail(TransientError, self.vfs.name, self.rel,
-                           f"connection lost: {exc}") from None
-            if isinstance(exc, asyncssh.SFTPError | OSError):
-                raise sftp_error(self.vfs.name, self.rel, exc) from None
+            if isinstance(exc, _ERRORS):
+                raise _translate(self.vfs, self.rel, exc) from None
             raise
         return int(attrs.size or 0)
 
     async def cancel(self) -> None:
         await _cancel_all(fut for _, fut in self.pending)
         self.pending.clear()
+
+
+async def _close_quietly(f: asyncssh.SFTPClientFile) -> None:
+    with suppress(asyncssh.Error, OSError):
+        await f.close()
 
 
 async def _cancel_all(futs: Any) -> None:
@@ -324,13 +450,55 @@ async def _cancel_all(futs: Any) -> None:
     await asyncio.gather(*futs, return_exceptions=True)
 
 
+async def _makedirs(s: asyncssh.SFTPClient, full: str) -> None:
+    """``mkdir -p`` from the leaf up: asyncssh's makedirs walks down from ``/`` with a mkdir
+    (and a stat where it exists) per component, dozens of round trips for a deep path; here a
+    new directory whose parent exists costs one."""
+    try:
+        await s.mkdir(full)
+    except asyncssh.SFTPNoSuchFile:
+        up = posixpath.dirname(full)
+        if up == full:
+            raise
+        await _makedirs(s, up)
+        try:
+            await s.mkdir(full)
+        except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
+            await _is_dir(s, full)  # another copy made it meanwhile
+    except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
+        await _is_dir(s, full)
+
+
+async def _is_dir(s: asyncssh.SFTPClient, full: str) -> None:
+    """After a mkdir the server refused: fine if a directory is there (it existed)."""
+    if not await s.isdir(full):
+        raise asyncssh.SFTPFailure(f"{full} exists and is not a directory")
+
+
 def _info(rel: str, attrs: asyncssh.SFTPAttrs) -> FileInfo:
-    is_dir = attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY
-    return FileInfo(path=rel, size=attrs.size or 0, mtime=float(attrs.mtime or 0), is_dir=is_dir,
-                    mode=(attrs.permissions or 0) & 0o7777)
+    kind = attrs.type
+    return FileInfo(path=rel, size=attrs.size or 0, mtime=float(attrs.mtime or 0),
+                    is_dir=kind == asyncssh.FILEXFER_TYPE_DIRECTORY,
+                    mode=(attrs.permissions or 0) & 0o7777,
+                    is_link=kind == asyncssh.FILEXFER_TYPE_SYMLINK,
+                    special=kind not in _ORDINARY)
 
 
-def sftp_error(vfs: str, rel: str, exc: Exception) -> TransferError:
+def _under(path: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return path == root or path.startswith(root + "/") or root == ""
+
+
+def _translate(vfs: SftpVfs, rel: str, exc: BaseException) -> TransferError:
+    """The error a script sees for what asyncssh or the socket raised; a lost connection is
+    also dropped from the pool, and is worth retrying (:class:`TransientError`)."""
+    if isinstance(exc, _LOST):
+        vfs.pool.discard_dead()
+        return fail(TransientError, vfs.name, rel, f"connection lost: {exc}")
+    return _sftp_error(vfs.name, rel, exc)
+
+
+def _sftp_error(vfs: str, rel: str, exc: BaseException) -> TransferError:
     if isinstance(exc, asyncssh.SFTPNoSuchFile | FileNotFoundError):
         return fail(PathNotFoundError, vfs, rel, "no such file or directory")
     if isinstance(exc, asyncssh.SFTPFileAlreadyExists | FileExistsError):
@@ -342,5 +510,6 @@ def sftp_error(vfs: str, rel: str, exc: Exception) -> TransferError:
 
 
 def create(cfg: VfsConfig, secrets: SecretResolver) -> SftpVfs:
+    sftp_fastpath.startup_check()
     return SftpVfs(cfg.name, posixpath.normpath(cfg.root) if cfg.root else "", cfg.options,
                    secrets)

@@ -19,7 +19,8 @@ import asyncssh
 import structlog
 
 from aftd.errors import SecretError, TransferError
-from aftd.vfs.base import SecretResolver, TransientError
+from aftd.secrets.base import SecretResolver
+from aftd.vfs.base import TransientError
 from aftd.vfs.sftp_send import tune_sftp_writes
 from aftd.vfs.sftp_speed import tune_connection
 
@@ -29,7 +30,7 @@ log = structlog.get_logger(__name__)
 # Receive window and largest packet we accept: a bigger window keeps a full pipeline of reads
 # in flight (asyncssh's 2 MiB default stalls 16 x 255 KiB requests), bigger packets mean fewer
 # packets to decrypt per byte.
-WINDOW = 8 << 20
+WINDOW = 16 << 20  # >= MAX_DEPTH (64) requests of 261,120 bytes: the window never limits reads
 MAX_PKTSIZE = 32768  # sshd sends at most 32 KiB per packet anyway
 
 
@@ -56,6 +57,7 @@ class _Session:
 class _Conn:
     conn: asyncssh.SSHClientConnection
     sessions: list[_Session] = field(default_factory=list)
+    opening: int = 0  # sessions being started on it right now
 
     def alive(self) -> bool:
         return not self.conn.is_closed()
@@ -68,6 +70,7 @@ class SftpPool:
         self.secrets = secrets
         self._conns: list[_Conn] = []
         self._lock = asyncio.Lock()
+        self._changed = asyncio.Condition(self._lock)  # a session finished starting
 
     @property
     def where(self) -> str:
@@ -82,6 +85,16 @@ class SftpPool:
         finally:
             sess.users -= 1
 
+    async def run(self, command: str, *, limit_s: float) -> asyncssh.SSHCompletedProcess:
+        """Run ``command`` over an exec channel of a pooled connection (output as bytes)."""
+        async with self._lock:
+            self.discard_dead()
+            if not self._conns:
+                self._conns.append(_Conn(await self._connect()))
+            conn = min(self._conns, key=lambda c: len(c.sessions)).conn
+        return await conn.run(command, check=False, timeout=limit_s, encoding=None,
+                              stdin=asyncssh.DEVNULL)
+
     def discard_dead(self) -> None:
         self._conns = [c for c in self._conns if c.alive()]
 
@@ -93,20 +106,32 @@ class SftpPool:
             await c.conn.wait_closed()
 
     async def _acquire(self) -> _Session:
-        async with self._lock:  # serialise growth so a burst of jobs does not over-connect
-            self.discard_dead()
-            sessions = [s for c in self._conns for s in c.sessions]
-            idle = [s for s in sessions if s.users == 0]
-            if idle:
-                return idle[0]
-            for c in self._conns:
-                if len(c.sessions) < self.opts["max_sessions"]:
-                    return await self._open_session(c)
-            if len(self._conns) < self.opts["max_connections"]:
-                c = _Conn(await self._connect())
-                self._conns.append(c)
-                return await self._open_session(c)
-            return min(sessions, key=lambda s: s.users)
+        async with self._changed:  # serialise growth so a burst of jobs does not over-connect
+            while True:
+                self.discard_dead()
+                sessions = [s for c in self._conns for s in c.sessions]
+                idle = [s for s in sessions if s.users == 0]
+                if idle:
+                    return idle[0]
+                grow = next((c for c in self._conns
+                             if len(c.sessions) + c.opening < self.opts["max_sessions"]), None)
+                if grow is None and len(self._conns) < self.opts["max_connections"]:
+                    grow = _Conn(await self._connect())
+                    self._conns.append(grow)
+                if grow is not None:
+                    grow.opening += 1
+                    break
+                if sessions:
+                    return min(sessions, key=lambda s: s.users)
+                await self._changed.wait()  # every slot is a session still starting
+        # Outside the lock: sessions (a few round trips each) open in parallel, so N ranged
+        # streams on a long path wait for one session start, not N of them.
+        try:
+            return await self._open_session(grow)
+        finally:
+            grow.opening -= 1
+            async with self._changed:
+                self._changed.notify_all()
 
     async def _open_session(self, c: _Conn) -> _Session:
         try:

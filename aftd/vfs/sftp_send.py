@@ -24,11 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncssh
-import structlog
 
-__all__ = ["tune_send_path", "tune_sftp_writes"]
+from aftd.vfs import sftp_fastpath as fp
 
-log = structlog.get_logger(__name__)
+__all__ = ["check_gcm_send", "check_sftp_write", "tune_send_path", "tune_sftp_writes"]
 _MSG_CHANNEL_DATA = 94
 _FXP_WRITE = 6
 _CONN_ATTRS = ("_send_encryption", "_compressor", "_auth_complete", "_kex_complete",
@@ -46,7 +45,15 @@ def _debug_packets(obj: Any) -> bool:
 
 
 def tune_send_path(conn: asyncssh.SSHClientConnection) -> None:
-    """Encrypt outgoing channel data packets with one join and a cached AES-GCM object."""
+    """Encrypt outgoing channel data packets with one join and a cached AES-GCM object.
+
+    Installed only after :func:`check_gcm_send` showed, on this connection and its negotiated
+    cipher, that a packet sent this way decrypts to exactly what asyncssh's own code sends.
+    """
+    if not str(conn.get_extra_info("send_cipher") or "").endswith("-gcm@openssh.com"):
+        return  # another cipher: this patch does not apply (nothing to report)
+    if not fp.allowed("gcm_send"):
+        return
     try:
         from asyncssh.crypto.cipher import GCMCipher
         from asyncssh.encryption import GCMEncryption
@@ -55,8 +62,8 @@ def tune_send_path(conn: asyncssh.SSHClientConnection) -> None:
         for attr in _CONN_ATTRS:
             getattr(conn, attr)
         GCMCipher._update_iv  # noqa: B018 (probe)
-    except (ImportError, AttributeError):
-        log.info("asyncssh_tuning_skipped", patch="gcm_send")
+    except (ImportError, AttributeError) as exc:
+        fp.disabled("gcm_send", f"asyncssh internals changed: {exc}")
         return
     orig_send_packet = conn.send_packet
     cache: list[Any] = [None, None]  # [GCMCipher it was made for, AESGCM]
@@ -104,23 +111,110 @@ def tune_send_path(conn: asyncssh.SSHClientConnection) -> None:
         else:
             orig_send_packet(pkttype, *args, handler=handler)
 
+    problem = check_gcm_send(conn, orig_send_packet, send_data) if ready() else (
+        "the connection was not ready for a self-test")
+    if problem:
+        fp.disabled("gcm_send", f"self-test failed: {problem}")
+        return
     conn.send_packet = send_packet  # type: ignore[method-assign]
     setattr(conn, _FAST_ATTR, (ready, send_data))
+    fp.active("gcm_send")
+
+
+def check_gcm_send(conn: Any, own: Callable[..., None], fast: Callable[..., None]) -> str:
+    """Self-test: send one channel data packet through asyncssh's own ``send_packet`` (``own``)
+    and through ``fast``, capture both instead of sending them, and decrypt them with the
+    connection's key. They must hold the same packets (length, padding length, payload; the
+    padding bytes are random by design) and advance the sequence number and re-key counter
+    alike. Returns what differs, or "" when they match. Nothing reaches the wire: the cipher
+    state is restored afterwards, so the captured ciphertexts are thrown away unused.
+    """
+    cipher = conn._send_encryption._cipher
+    key, iv = cipher._key, cipher._iv
+    saved = (iv, conn._send_seq, conn._rekey_bytes_sent, conn.__dict__.get("_send"))
+    parts = ((7).to_bytes(4, "big"), (13).to_bytes(4, "big"), b"aftd self-test")
+    runs: list[tuple[bytes, int, int]] = []
+
+    def fast_packet(_pkttype: int, *args: bytes) -> None:
+        fast(*args)
+
+    paths: tuple[Callable[..., None], ...] = (own, fast_packet)
+    try:
+        for path in paths:
+            cipher._iv, conn._send_seq, conn._rekey_bytes_sent = saved[:3]
+            sent: list[bytes] = []
+            conn._send = lambda data, sent=sent: sent.append(bytes(data))
+            path(_MSG_CHANNEL_DATA, *parts)
+            runs.append((b"".join(sent), conn._send_seq - saved[1],
+                         conn._rekey_bytes_sent - saved[2]))
+    except Exception as exc:  # any failure means: do not use the fast path
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        cipher._iv, conn._send_seq, conn._rekey_bytes_sent = saved[:3]
+        if saved[3] is None:
+            conn.__dict__.pop("_send", None)
+        else:
+            conn._send = saved[3]
+    return _compare_gcm(runs, key, iv)
+
+
+def _compare_gcm(runs: list[tuple[bytes, int, int]], key: bytes, iv: bytes) -> str:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    opened = []
+    for stream, seq_step, rekey_step in runs:
+        try:
+            opened.append((_open_gcm_packets(AESGCM(key), iv, stream), seq_step, rekey_step))
+        except (InvalidTag, ValueError) as exc:
+            return f"a packet does not decrypt ({type(exc).__name__})"
+    own, fast = opened
+    if own[0] != fast[0]:
+        return f"packets differ: asyncssh sent {own[0]!r}, the fast path {fast[0]!r}"
+    if own[1:] != fast[1:]:
+        return f"counters differ: asyncssh advanced {own[1:]}, the fast path {fast[1:]}"
+    return ""
+
+
+def _open_gcm_packets(gcm: Any, iv: bytes, stream: bytes) -> list[tuple[int, int, bytes]]:
+    """(packet length, padding length, payload) of each AES-GCM packet in ``stream``."""
+    out, off = [], 0
+    while off < len(stream):
+        hdr = stream[off:off + 4]
+        n = int.from_bytes(hdr, "big")
+        plain = gcm.decrypt(iv, stream[off + 4:off + 4 + n + 16], hdr)
+        padlen = plain[0]
+        out.append((n, padlen, plain[1:len(plain) - padlen]))
+        off += 4 + n + 16
+        iv = iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) % (1 << 64)).to_bytes(8, "big")
+    return out
 
 
 def tune_sftp_writes(sftp: asyncssh.SFTPClient) -> None:
-    """Send FXP_WRITE requests with one copy of the data into the channel's send buffer."""
+    """Send FXP_WRITE requests with one copy of the data into the channel's send buffer.
+
+    Needs the GCM send path on the connection (it sends the packets from the buffer), and is
+    installed only after :func:`check_sftp_write` showed it builds asyncssh's exact requests.
+    """
     try:
         handler: Any = sftp._handler  # internals: typed loosely on purpose
         writer = handler._writer
         chan = writer.channel
+        fast: tuple[Callable[[], bool], Callable[..., None]] | None = getattr(
+            chan._conn, _FAST_ATTR, None)
+    except AttributeError as exc:
+        if fp.allowed("sftp_write"):
+            fp.disabled("sftp_write", f"asyncssh internals changed: {exc}")
+        return
+    if not fp.allowed("sftp_write") or fast is None:
+        return  # no GCM fast path on this connection (reported there): nothing to build on
+    try:
         for attr in _CHAN_ATTRS:
             getattr(chan, attr)
         orig_send_packet = handler.send_packet
         handler._make_request  # noqa: B018 (probe)
-        fast: tuple[Callable[[], bool], Callable[..., None]] = getattr(chan._conn, _FAST_ATTR)
-    except AttributeError:
-        log.info("asyncssh_tuning_skipped", patch="sftp_write")
+    except AttributeError as exc:
+        fp.disabled("sftp_write", f"asyncssh internals changed: {exc}")
         return
     ready, send_data = fast
 
@@ -135,11 +229,7 @@ def tune_sftp_writes(sftp: asyncssh.SFTPClient) -> None:
                 or _debug_packets(handler):
             orig_send_packet(pkttype, pktid, *args)
             return
-        size = 1 + sum(len(a) for a in args)
-        buf = bytearray(size.to_bytes(4, "big"))
-        buf.append(pkttype)
-        for a in args:  # the one copy of the data on its way into the channel
-            buf += a
+        buf = _request(pkttype, args)
         # What SSHChannel.write does, minus its copy of the buffer.
         chan._send_buf.append((buf, None))
         chan._send_buf_len += len(buf)
@@ -170,7 +260,83 @@ def tune_sftp_writes(sftp: asyncssh.SFTPClient) -> None:
             chan._pause_resume_writing()
         orig_flush()  # anything left (or nothing); also sends a pending EOF/close
 
+    problem = check_sftp_write(handler, write)
+    if problem:
+        fp.disabled("sftp_write", f"self-test failed: {problem}")
+        return
     orig_flush = chan._flush_send_buf
     handler.write = write
     handler.send_packet = send_packet
     chan._flush_send_buf = flush_send_buf
+    fp.active("sftp_write")
+
+
+def _request(pkttype: int, args: tuple[bytes, ...]) -> bytearray:
+    """An SFTP request (length, type, fields) built with one copy of each field."""
+    size = 1 + sum(len(a) for a in args)
+    buf = bytearray(size.to_bytes(4, "big"))
+    buf.append(pkttype)
+    for a in args:  # the one copy of the data on its way into the channel
+        buf += a
+    return buf
+
+
+class _Capture:
+    """Stands in for the SFTP session's writer during a self-test: keeps what is written."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel, self.data = channel, b""
+
+    def write(self, data: bytes) -> None:
+        self.data += bytes(data)
+
+
+def check_sftp_write(handler: Any, fast_write: Callable[..., Any]) -> str:
+    """Self-test: the request fields our ``write`` makes, and the bytes :func:`_request` frames
+    them into, equal what asyncssh's own ``write`` and ``send_packet`` produce for the same
+    write. Runs both with the request capture in place of sending; returns what differs."""
+    cls = type(handler)
+    fields: list[tuple[Any, bytes]] = []
+
+    async def capture(pkttype: Any, *args: bytes) -> int:
+        fields.append((pkttype, b"".join(bytes(a) for a in args)))
+        return 0
+
+    had = "_make_request" in handler.__dict__
+    saved = handler.__dict__.get("_make_request")
+    args = (b"aftd-handle-7", 0x1_0000_0001, b"aftd self-test" * 3)
+    try:
+        handler._make_request = capture
+        for call in (cls.write(handler, *args), fast_write(*args)):
+            try:
+                call.send(None)
+            except StopIteration:
+                continue
+            call.close()
+            return "a write did not complete at once against the capture"
+    except Exception as exc:  # any failure means: do not use the fast path
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        if had:
+            handler._make_request = saved
+        else:
+            handler.__dict__.pop("_make_request", None)
+    if len(fields) != 2 or fields[0] != fields[1]:
+        return f"write requests differ: asyncssh {fields[:1]!r}, fast path {fields[1:]!r}"
+    return _check_framing(handler, fields[0][1])
+
+
+def _check_framing(handler: Any, body: bytes) -> str:
+    writer = handler._writer
+    capture = _Capture(writer.channel)
+    try:
+        handler._writer = capture
+        type(handler).send_packet(handler, _FXP_WRITE, 1, body)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        handler._writer = writer
+    ours = bytes(_request(_FXP_WRITE, (body,)))
+    if capture.data != ours:
+        return "request framing differs from asyncssh's"
+    return ""

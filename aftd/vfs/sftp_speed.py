@@ -12,13 +12,12 @@ import asyncio
 from typing import Any
 
 import asyncssh
-import structlog
 
+from aftd.vfs import sftp_fastpath as fp
 from aftd.vfs.sftp_send import tune_send_path
 
 __all__ = ["tune_connection"]
 
-log = structlog.get_logger(__name__)
 _MSG_IGNORE = 2
 _EMPTY_STRING = b"\0\0\0\0"
 # Ciphers for which the MSG_IGNORE before each packet (a CBC-era countermeasure) is useless.
@@ -42,10 +41,12 @@ def _coalesce_sends(conn: asyncssh.SSHClientConnection) -> None:
     send() syscall each; on loopback those syscalls were the largest single cost of a copy.
     Order is preserved because every packet of the connection goes through this buffer.
     """
+    if not fp.allowed("coalesce_sends"):
+        return
     loop = asyncio.get_running_loop()
     send = getattr(conn, "_send", None)  # the one place asyncssh hands bytes to the transport
     if not callable(send):
-        log.info("asyncssh_tuning_skipped", patch="coalesce_sends")
+        fp.disabled("coalesce_sends", "asyncssh connection has no _send method")
         return
     buf: list[bytes] = []
 
@@ -61,6 +62,7 @@ def _coalesce_sends(conn: asyncssh.SSHClientConnection) -> None:
         buf.append(data)
 
     conn._send = queued  # type: ignore[method-assign]
+    fp.active("coalesce_sends")
 
 
 def _skip_ignore_padding(conn: asyncssh.SSHClientConnection) -> None:
@@ -72,7 +74,11 @@ def _skip_ignore_padding(conn: asyncssh.SSHClientConnection) -> None:
     drop exactly those; anything else, and any CBC cipher, is left alone.
     """
     cipher = str(conn.get_extra_info("send_cipher") or "")
-    if not cipher.endswith(_NO_IGNORE_NEEDED):
+    if not cipher.endswith(_NO_IGNORE_NEEDED) or not fp.allowed("skip_ignore_padding"):
+        return  # a CBC cipher needs the padding: nothing to skip
+    if not _inserts_ignore_packets():
+        fp.disabled("skip_ignore_padding", "asyncssh no longer inserts MSG_IGNORE through "
+                    "send_packet as this patch expects")
         return
     send_packet = conn.send_packet
 
@@ -82,6 +88,18 @@ def _skip_ignore_padding(conn: asyncssh.SSHClientConnection) -> None:
         send_packet(pkttype, *args, handler=handler)
 
     conn.send_packet = without_padding  # type: ignore[method-assign]
+    fp.active("skip_ignore_padding")
+
+
+def _inserts_ignore_packets() -> bool:
+    """Self-test: asyncssh's send_packet still adds the padding packet the way we drop it."""
+    import inspect
+
+    try:
+        src = inspect.getsource(asyncssh.connection.SSHConnection.send_packet)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return "self.send_packet(MSG_IGNORE, String(b''))" in src
 
 
 def _feed_whole_packets(conn: asyncssh.SSHClientConnection) -> None:
@@ -96,14 +114,17 @@ def _feed_whole_packets(conn: asyncssh.SSHClientConnection) -> None:
     is passed on at once and in order. Other ciphers (length encrypted) and any asyncssh whose
     internals differ get the original method untouched.
     """
+    if not fp.allowed("feed_whole_packets"):
+        return
     try:
         from asyncssh.encryption import GCMEncryption
 
         orig = conn.data_received
         want_hdr, want_rest = conn._recv_pkthdr, conn._recv_packet
         conn._inpbuf, conn._recv_handler, conn._recv_macsize  # noqa: B018 (probe)
-    except (ImportError, AttributeError):
-        log.debug("sftp_packet_feed_unavailable")
+        conn._pktlen, conn._recv_blocksize, conn._recv_encryption  # noqa: B018 (probe)
+    except (ImportError, AttributeError) as exc:
+        fp.disabled("feed_whole_packets", f"asyncssh internals changed: {exc}")
         return
 
     def next_packet(data: bytes, off: int) -> int:
@@ -130,6 +151,7 @@ def _feed_whole_packets(conn: asyncssh.SSHClientConnection) -> None:
         orig(data[off:] if off else data, datatype)
 
     conn.data_received = feed  # type: ignore[method-assign]
+    fp.active("feed_whole_packets")
 
 
 def _throttle_keepalive_reset(conn: asyncssh.SSHClientConnection) -> None:
@@ -141,11 +163,13 @@ def _throttle_keepalive_reset(conn: asyncssh.SSHClientConnection) -> None:
     a second early on a link that went quiet, which is harmless: it is a request the server
     answers, and only unanswered ones count toward a disconnect.
     """
+    if not fp.allowed("keepalive_throttle"):
+        return
     try:
         reset = conn._reset_keepalive_timer
         conn._keepalive_timer  # noqa: B018 (probe)
-    except AttributeError:
-        log.debug("sftp_keepalive_throttle_unavailable")
+    except AttributeError as exc:
+        fp.disabled("keepalive_throttle", f"asyncssh internals changed: {exc}")
         return
     loop = asyncio.get_running_loop()
     last = -_KEEPALIVE_SLACK_S
@@ -159,3 +183,4 @@ def _throttle_keepalive_reset(conn: asyncssh.SSHClientConnection) -> None:
             reset()
 
     conn._reset_keepalive_timer = throttled  # type: ignore[method-assign]
+    fp.active("keepalive_throttle")

@@ -1,9 +1,13 @@
-"""Fixtures for the VFS tests: local roots, real sshd servers, a dict-backed secret resolver."""
+"""Fixtures for the VFS tests: local roots, real sshd and FTPS servers, a dict-backed secret
+resolver."""
 
 from __future__ import annotations
 
+import os
 import sys
+import weakref
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +15,29 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # make `tests.fixtures` importable
 
-from aftd.configparse import Section
+from aftd.configmodel import Section
 from aftd.errors import SecretError
+from aftd.vfs.base import Vfs
 from aftd.vfs.config import parse_vfs_section
 from aftd.vfs.registry import VfsPool
+from tests.fixtures.ftp import FtpServer
 from tests.fixtures.sshd import SshdServer, start_sshd
+from tests.vfs.backends import (  # noqa: F401  (the backends' fixtures)
+    BACKENDS,
+    BackendTarget,
+    azurite_backend,
+    fake_gcs_backend,
+    local_backend,
+    pyftpdlib_backend,
+    rclone_s3_backend,
+    seaweedfs_backend,
+    sftp_backend,
+    vsftpd_backend,
+)
+
+# Where a remote VFS keeps its files on this machine (its server's directory), for tests that
+# prepare or inspect files behind the server's back.
+LOCAL_ROOTS: weakref.WeakKeyDictionary[Vfs, Path] = weakref.WeakKeyDictionary()
 
 
 class DictSecrets:
@@ -80,3 +102,52 @@ async def pool(tmp_path: Path, sshd_a: SshdServer, sshd_b: SshdServer) -> AsyncI
                                         "sshd-b-key": sshd_b.user_key_text}))
     yield p
     await p.aclose()
+
+
+def ftp_subroot(srv: FtpServer, name: str) -> Path:
+    """A directory of the test's own in an FTP server's root, writable by the server."""
+    d = srv.root / name
+    d.mkdir()
+    if srv.owner is not None:
+        os.chown(d, *srv.owner)
+    return d
+
+
+@pytest.fixture
+async def ftp_pool(tmp_path: Path, vsftpd: FtpServer, pyftpdlib_ftps: FtpServer,
+                   ) -> AsyncIterator[VfsPool]:
+    """FTPS VFS on a directory of their own: f1 on vsftpd (TLS session reuse required), f2 on
+    pyftpdlib (MLSD, MFMT), and a local l1."""
+    local = tmp_path / "ftp-local"
+    local.mkdir()
+    servers = {"f1": vsftpd, "f2": pyftpdlib_ftps}
+    dirs = {n: ftp_subroot(srv, tmp_path.name) for n, srv in servers.items()}
+    entries: dict[str, dict[str, Any]] = {
+        n: srv.vfs_options(root=f"/{tmp_path.name}") for n, srv in servers.items()}
+    entries["l1"] = {"type": "local", "root": str(local)}
+    p = make_pool(entries, DictSecrets({**vsftpd.secrets, **pyftpdlib_ftps.secrets}))
+    for n, d in dirs.items():
+        LOCAL_ROOTS[p.get(n)] = d
+    yield p
+    await p.aclose()
+
+
+def target_of(request: pytest.FixtureRequest, backend: str) -> BackendTarget:
+    """A new, empty VFS on ``backend`` (an id of :data:`~tests.vfs.backends.BACKENDS`)."""
+    target: BackendTarget = request.getfixturevalue(BACKENDS[backend]).new()
+    return target
+
+
+@asynccontextmanager
+async def target_vfs(target: BackendTarget, name: str = "v",
+                     secrets: dict[str, str] | None = None) -> AsyncIterator[Vfs]:
+    """The target as a VFS of a pool of its own (closed afterwards)."""
+    pool = make_pool({name: target.entry}, DictSecrets(dict(
+        target.secrets if secrets is None else secrets)))
+    vfs = pool.get(name)
+    if target.local_dir is not None:
+        LOCAL_ROOTS[vfs] = target.local_dir
+    try:
+        yield vfs
+    finally:
+        await pool.aclose()

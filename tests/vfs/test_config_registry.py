@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from aftd.configparse import Section
+from aftd.configmodel import Section
 from aftd.errors import ConfigError, TransferError
 from aftd.vfs.base import UnknownVfsError
-from aftd.vfs.config import DEFAULT_CIPHERS, parse_vfs_section
+from aftd.vfs.config import parse_vfs_section
 from aftd.vfs.registry import BACKENDS, Backend, VfsPool, load_backend
+from aftd.vfs.sftp_config import DEFAULT_CIPHERS
 from tests.vfs.conftest import DictSecrets
 
 SFTP = {"type": "sftp", "host": "h", "user": "u", "key_secret": "k", "known_hosts": "/kh"}
@@ -31,7 +32,7 @@ def test_sftp_defaults() -> None:
 
 
 @pytest.mark.parametrize(("entry", "key", "reason"), [
-    ({"type": "ftp"}, "vfs.p.type", "must be one of"),
+    ({"type": "nfs"}, "vfs.p.type", "must be one of"),
     ({"root": "/x"}, "vfs.p.type", "is required"),
     ({"type": "local"}, "vfs.p.root", "is required"),
     ({"type": "local", "root": "rel"}, "vfs.p.root", "absolute"),

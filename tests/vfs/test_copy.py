@@ -15,6 +15,7 @@ from aftd.errors import TransferError
 from aftd.jobs.model import Progress
 from aftd.vfs.base import PathExistsError
 from aftd.vfs.copy import CopyResult
+from aftd.vfs.handle import VfsHandle
 from aftd.vfs.registry import VfsPool
 
 PAIRS = [("l1", "l2"), ("l1", "s1"), ("s1", "l1"), ("s1", "s2")]
@@ -72,7 +73,7 @@ async def test_copy_file_verified_with_progress_and_mtime(pool: VfsPool, a: str,
     sink = Progress()  # the sink the runner hands every job
     token = progress.CURRENT.set(sink)
     try:
-        res = await pool.get(a).copy_to("in/report 1.csv", pool.get(b), "out/x", verify="sha256")
+        res = await VfsHandle(pool.get(a)).copy_to("in/report 1.csv", pool.get(b), "out/x", verify="sha256")
     finally:
         progress.CURRENT.reset(token)
     out = root_of(pool, b) / "out" / "x" / "report 1.csv"
@@ -80,6 +81,9 @@ async def test_copy_file_verified_with_progress_and_mtime(pool: VfsPool, a: str,
     assert out.stat().st_mtime == 1_650_000_000
     assert (res.files, res.bytes) == (1, len(data))
     assert res.checksums == {"out/x/report 1.csv": hashlib.sha256(data).hexdigest()}
+    # The destination checked what it stored: sshd runs sha256sum, a local file is read back.
+    how = "remote-sha256" if b.startswith("s") else "read-back"
+    assert res.verified_by == {"out/x/report 1.csv": how}
     assert (sink.files_total, sink.bytes_total, sink.files_done, sink.bytes_done) == (1, len(data), 1,
                                                                            len(data))
     assert debris(root_of(pool, b)) == []
@@ -89,7 +93,7 @@ async def test_copy_file_verified_with_progress_and_mtime(pool: VfsPool, a: str,
 async def test_copy_256_mib(pool: VfsPool, a: str, b: str, big_file: tuple[Path, str]) -> None:
     path, digest = big_file
     place(pool, a, "big.bin", path)
-    res = await pool.get(a).copy_to("big.bin", pool.get(b), "")
+    res = await VfsHandle(pool.get(a)).copy_to("big.bin", pool.get(b), "")
     assert res.bytes == BIG
     assert sha256(root_of(pool, b) / "big.bin") == digest
 
@@ -109,7 +113,7 @@ def make_tree(base: Path, n: int = 1000) -> dict[str, bytes]:
 @pytest.mark.parametrize(("a", "b"), PAIRS, ids=PAIR_IDS)
 async def test_copy_tree_of_1000_files(pool: VfsPool, a: str, b: str) -> None:
     files = make_tree(root_of(pool, a) / "tree")
-    res = await pool.get(a).copy_to("tree", pool.get(b), "dest", transfers=4)
+    res = await VfsHandle(pool.get(a)).copy_to("tree", pool.get(b), "dest", transfers=4)
     assert (res.files, res.bytes) == (1000, sum(map(len, files.values())))
     out = root_of(pool, b) / "dest" / "tree"
     got = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -121,7 +125,7 @@ async def test_include_exclude_and_root_copy(pool: VfsPool) -> None:
     for rel in ("a.csv", "b.txt", "skip/c.csv", "keep/d.csv", "keep/e.log"):
         (base / rel).parent.mkdir(parents=True, exist_ok=True)
         (base / rel).write_text(rel)
-    res = await pool.get("l1").copy_to("", pool.get("s1"), "o", include=["*.csv"],
+    res = await VfsHandle(pool.get("l1")).copy_to("", pool.get("s1"), "o", include=["*.csv"],
                                        exclude=["skip"])
     out = root_of(pool, "s1") / "o"
     got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
@@ -137,17 +141,17 @@ async def test_overwrite_policies(pool: VfsPool, b: str) -> None:
     s.write_text("new content")
     d.write_text("old")
     with pytest.raises(PathExistsError, match=rf"{b}.*f\.txt.*exists"):
-        await src.copy_to("f.txt", dst, "")
+        await VfsHandle(src).copy_to("f.txt", dst, "")
     assert d.read_text() == "old"
     os.utime(s, (1000, 1000))
-    res = await src.copy_to("f.txt", dst, "", overwrite="if_newer")  # source is older: skip
+    res = await VfsHandle(src).copy_to("f.txt", dst, "", overwrite="if_newer")  # source is older: skip
     assert (res.files, res.skipped, d.read_text()) == (0, 1, "old")
-    res = await src.copy_to("f.txt", dst, "", overwrite="if_size_differs")
+    res = await VfsHandle(src).copy_to("f.txt", dst, "", overwrite="if_size_differs")
     assert (res.files, d.read_text()) == (1, "new content")
-    res = await src.copy_to("f.txt", dst, "", overwrite="if_size_differs")
+    res = await VfsHandle(src).copy_to("f.txt", dst, "", overwrite="if_size_differs")
     assert (res.files, res.skipped) == (0, 1)
     d.write_text("different!!")  # same size, different bytes: "always" replaces
-    res = await src.copy_to("f.txt", dst, "", overwrite="always")
+    res = await VfsHandle(src).copy_to("f.txt", dst, "", overwrite="always")
     assert d.read_text() == "new content"
     assert debris(root_of(pool, b)) == []
 
@@ -156,13 +160,13 @@ async def test_bad_arguments_are_clear(pool: VfsPool) -> None:
     src = pool.get("l1")
     (root_of(pool, "l1") / "f").write_text("x")
     with pytest.raises(TransferError, match="overwrite must be one of"):
-        await src.copy_to("f", pool.get("l2"), "", overwrite="sometimes")  # type: ignore[arg-type]
+        await VfsHandle(src).copy_to("f", pool.get("l2"), "", overwrite="sometimes")  # type: ignore[arg-type]
     with pytest.raises(TransferError, match="verify must be"):
-        await src.copy_to("f", pool.get("l2"), "", verify="md5")  # type: ignore[arg-type]
+        await VfsHandle(src).copy_to("f", pool.get("l2"), "", verify="md5")  # type: ignore[arg-type]
     with pytest.raises(TransferError, match=r"'l1'.*'nope'.*no such file"):
-        await src.copy_to("nope", pool.get("l2"), "")
+        await VfsHandle(src).copy_to("nope", pool.get("l2"), "")
     with pytest.raises(TransferError, match="escapes"):
-        await src.copy_to("f", pool.get("l2"), "../up")
+        await VfsHandle(src).copy_to("f", pool.get("l2"), "../up")
 
 
 class CancelAt(Progress):
@@ -184,7 +188,7 @@ async def test_cancel_half_way_leaves_nothing(pool: VfsPool, a: str, b: str,
     sink = CancelAt(holder, BIG // 2)
     token = progress.CURRENT.set(sink)
     try:
-        holder.append(asyncio.create_task(pool.get(a).copy_to("big.bin", pool.get(b), "o")))
+        holder.append(asyncio.create_task(VfsHandle(pool.get(a)).copy_to("big.bin", pool.get(b), "o")))
     finally:
         progress.CURRENT.reset(token)
     with pytest.raises(asyncio.CancelledError):
@@ -192,3 +196,85 @@ async def test_cancel_half_way_leaves_nothing(pool: VfsPool, a: str, b: str,
     assert BIG // 2 <= sink.bytes_done < BIG
     out = root_of(pool, b) / "o"
     assert list(out.iterdir()) == []  # neither the final name nor a temporary file
+
+
+# -- on_error: per-file results --------------------------------------------------------------
+
+class VanishAfterListing(Progress):
+    """Deletes a source file once the copy has listed the tree (add_total comes right after)."""
+
+    def __init__(self, victim: Path) -> None:
+        super().__init__()
+        self.victim = victim
+
+    def add_total(self, files: int = 0, nbytes: int = 0) -> None:
+        super().add_total(files, nbytes)
+        self.victim.unlink()
+
+
+def flat_tree(base: Path, names: list[str]) -> dict[str, bytes]:
+    files = {}
+    for n in names:
+        (base / n).parent.mkdir(parents=True, exist_ok=True)
+        (base / n).write_bytes(n.encode() * 1000)
+        files[n] = (base / n).read_bytes()
+    return files
+
+
+@pytest.mark.parametrize(("a", "b"), [("l1", "l2"), ("l1", "s1"), ("s1", "l1")],
+                         ids=["l1-l2", "l1-s1", "s1-l1"])
+async def test_on_error_continue_attempts_every_file(pool: VfsPool, a: str, b: str) -> None:
+    names = ["a.txt", "b.txt", "c.txt", "gone.txt", "sub/e.txt"]
+    files = flat_tree(root_of(pool, a) / "t", names)
+    (root_of(pool, b) / "t" / "b.txt").mkdir(parents=True)  # a directory in the way
+    expect_failed = {"t/b.txt": "directory is in the way", "t/gone.txt": "no such file"}
+    if os.geteuid() != 0:  # root reads anything; elsewhere an unreadable file fails on its own
+        (root_of(pool, a) / "t" / "c.txt").chmod(0)
+        expect_failed["t/c.txt"] = "ermission denied"
+    sink = VanishAfterListing(root_of(pool, a) / "t" / "gone.txt")
+    token = progress.CURRENT.set(sink)
+    try:
+        res = await VfsHandle(pool.get(a)).copy_to("t", pool.get(b), "", on_error="continue", transfers=2)
+    finally:
+        progress.CURRENT.reset(token)
+    failed = dict(res.failed)
+    assert set(failed) == set(expect_failed), res.failed
+    for path, needle in expect_failed.items():
+        assert needle in failed[path] and f"'{b if path == 't/b.txt' else a}'" in failed[path]
+    delivered = {n: files[n] for n in names if f"t/{n}" not in failed}
+    assert files_at(root_of(pool, b) / "t") == delivered
+    assert (res.files, res.ok) == (len(delivered), False)
+    assert sink.files_done == len(names)  # every file was attempted
+    assert debris(root_of(pool, b)) == []
+
+
+def files_at(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+
+
+async def test_on_error_continue_reports_a_blocked_directory_once_per_file(pool: VfsPool) -> None:
+    flat_tree(root_of(pool, "l1") / "t", ["a.txt", "sub/x.txt", "sub/y.txt", "sub/deep/z.txt"])
+    (root_of(pool, "l2") / "t").mkdir()
+    (root_of(pool, "l2") / "t" / "sub").write_bytes(b"a file where a directory must go")
+    res = await VfsHandle(pool.get("l1")).copy_to("t", pool.get("l2"), "", on_error="continue")
+    assert res.files == 1
+    assert sorted(p for p, _ in res.failed) == ["t/sub/deep/z.txt", "t/sub/x.txt", "t/sub/y.txt"]
+    assert all("'t/sub" in err for _, err in res.failed), res.failed
+
+
+@pytest.mark.parametrize("b", ["l2", "s1"])
+async def test_on_error_stop_names_what_was_delivered(pool: VfsPool, b: str) -> None:
+    flat_tree(root_of(pool, "l1") / "t", ["a.txt", "b.txt", "c.txt", "d.txt", "e.txt"])
+    flat_tree(root_of(pool, b) / "t", ["d.txt"])  # exists: policy "never" refuses it
+    with pytest.raises(PathExistsError) as ei:
+        await VfsHandle(pool.get("l1")).copy_to("t", pool.get(b), "", transfers=1)
+    assert ei.value.delivered == ["t/a.txt", "t/b.txt", "t/c.txt"]
+    assert "3 of 5 files already delivered" in str(ei.value)
+    assert "'t/d.txt'" in str(ei.value)
+    assert sorted(files_at(root_of(pool, b) / "t")) == ["a.txt", "b.txt", "c.txt", "d.txt"]
+
+
+async def test_on_error_value_is_checked(pool: VfsPool) -> None:
+    (root_of(pool, "l1") / "f").write_text("x")
+    with pytest.raises(TransferError, match="on_error must be 'stop' or 'continue'; got 'skip'"):
+        await VfsHandle(pool.get("l1")).copy_to("f", pool.get("l2"), "", on_error="skip")  # type: ignore[arg-type]

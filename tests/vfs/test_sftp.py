@@ -14,6 +14,7 @@ from aftd import progress
 from aftd.errors import SecretError, TransferError
 from aftd.vfs import copy_file
 from aftd.vfs.copy import CopyResult
+from aftd.vfs.handle import VfsHandle
 from aftd.vfs.sftp import SftpVfs
 from tests.fixtures.sshd import SshdServer
 from tests.vfs.conftest import DictSecrets, make_pool
@@ -152,7 +153,7 @@ async def _copy_with_kill(srv: SshdServer, tmp_path: Path, upload: bool, restart
     sink = KillAt(srv, len(data) // 3, restart)
     token = progress.CURRENT.set(sink)
     try:
-        result: CopyResult | BaseException = await src.copy_to(
+        result: CopyResult | BaseException = await VfsHandle(src).copy_to(
             "f.bin", dst, "out", verify="sha256")
     except TransferError as exc:
         result = exc
