@@ -1,13 +1,19 @@
 """VFS copy benchmark: aftd side by side with OpenSSH sftp, cp and rclone, in one run.
 
     python bench/vfs_bench.py [--size-mib 1024] [--files 1000] [--file-kib 64] [--runs 3]
-                              [--only 'sftp→local' ...]
+                              [--only 'sftp→local' ...] [--skip verify ...]
 
-Everything runs over loopback against a private OpenSSH sshd (tests/fixtures/sshd.py) on this
-machine. Each copy runs in its own child process so its peak RSS (from wait4) is its own; aftd's
-copy runs in a child of this script (``--child``). Printed figures are medians of ``--runs``;
-ratios are "aftd throughput / reference throughput" (> 1.0 means aftd is faster). Shared,
-noisy machines: compare only the ratios of one run, never absolute figures across runs.
+Everything runs over loopback against a private OpenSSH sshd (tests/fixtures/sshd.py), for
+the ``ftps`` groups a private vsftpd with TLS and TLS session reuse required (tests/fixtures/
+ftp.py; needs root), and for the object stores SeaweedFS, Azurite and fake-gcs-server as the
+tests start them (bench/blob_targets.py), rclone copying to the same server in the same run
+(``--only s3``, ``--only azure``, ``--only gcs`` run those alone; ``--rtt-ms 20`` puts
+bench/latency_relay.py in front of them, for aftd and rclone alike). Each copy runs in its own
+child process so its peak RSS (from wait4) is its own; aftd's copy runs in a child of this
+script (``--child``). Printed
+figures are medians of ``--runs``; ratios are "aftd throughput / reference throughput" (> 1.0
+means aftd is faster). Shared, noisy machines: compare only the ratios of one run, never
+absolute figures across runs.
 """
 
 from __future__ import annotations
@@ -16,17 +22,21 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.blob_targets import KINDS, BlobTarget, start_targets  # noqa: E402
 
 CIPHER = "aes128-gcm@openssh.com"
 
@@ -52,21 +62,20 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
 
 # -- the child: one aftd copy -------------------------------------------------------------
 async def child_copy(args: argparse.Namespace) -> None:
-    from aftd.configparse import Section
+    from aftd.configmodel import Section
     from aftd.vfs.config import parse_vfs_section
+    from aftd.vfs.handle import VfsHandle
     from aftd.vfs.registry import VfsPool
+
+    entries = json.loads(Path(args.entries).read_text())
+    values = json.loads(Path(args.secrets).read_text())
 
     class Secrets:
         async def get(self, name: str) -> str:
-            return Path(args.key).read_text()
+            return str(values[name])
 
-    entries = {
-        "local": {"type": "local", "root": args.local_root},
-        "remote": {"type": "sftp", "host": "127.0.0.1", "port": args.port, "user": args.user,
-                   "key_secret": "k", "known_hosts": args.known_hosts, "root": args.remote_root},
-    }
     pool = VfsPool(parse_vfs_section(Section(entries, "bench", "vfs")), Secrets())
-    src, dst = pool.get(args.src), pool.get(args.dst)
+    src, dst = VfsHandle(pool.get(args.src)), pool.get(args.dst)
     t0 = time.perf_counter()
     res = await src.copy_to(args.path, dst, args.dest_dir, overwrite="always",
                             verify=args.verify or None, transfers=args.transfers)
@@ -75,14 +84,22 @@ async def child_copy(args: argparse.Namespace) -> None:
     print(json.dumps({"copy_s": took, "bytes": res.bytes, "files": res.files}))
 
 
+def _transfers(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def aftd_cmd(ctx: dict[str, Any], src: str, dst: str, path: str, dest_dir: str,
-             verify: str = "", transfers: int = 4) -> list[str]:
-    s = ctx["sshd"]
-    return [sys.executable, __file__, "--child", "--port", str(s.port), "--user", s.user,
-            "--key", str(s.user_key), "--known-hosts", str(s.known_hosts),
-            "--local-root", str(ctx["local"]), "--remote-root", str(s.root),
-            "--src", src, "--dst", dst, "--path", path, "--dest-dir", dest_dir,
-            "--verify", verify, "--transfers", str(transfers), "--loop", ctx["loop"]]
+             verify: str = "", transfers: int | str = "auto") -> list[str]:
+    return [sys.executable, __file__, "--child", "--entries", str(ctx["entries"]),
+            "--secrets", str(ctx["secrets"]), "--src", src, "--dst", dst, "--path", path,
+            "--dest-dir", dest_dir, "--verify", verify, "--transfers", str(transfers),
+            "--loop", ctx["loop"]]
+
+
+def write_private(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return path
 
 
 def sftp_cmd(ctx: dict[str, Any], batch: str) -> list[str]:
@@ -97,7 +114,6 @@ def sftp_cmd(ctx: dict[str, Any], batch: str) -> list[str]:
 def rclone_env(ctx: dict[str, Any]) -> dict[str, str]:
     s = ctx["sshd"]
     env = dict(os.environ)
-    (ctx["work"] / "rclone.conf").write_text("")
     env.update({
         "RCLONE_CONFIG": str(ctx["work"] / "rclone.conf"),
         "RCLONE_CONFIG_BENCH_TYPE": "sftp", "RCLONE_CONFIG_BENCH_HOST": "127.0.0.1",
@@ -127,10 +143,121 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i:05d}.dat").write_bytes(os.urandom(args.file_kib * 1024))
     os.link(local / "big.bin", sshd.root / "src.bin")  # the download source
-    return {"work": work, "local": local, "sshd": sshd, "loop": args.loop}
+    shutil.copytree(tree, sshd.root / "srctree")  # the tree's download source
+    entries: dict[str, Any] = {
+        "local": {"type": "local", "root": str(local)},
+        "remote": {"type": "sftp", "host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+                   "key_secret": "k", "known_hosts": str(sshd.known_hosts),
+                   "root": str(sshd.root)}}
+    secrets = {"k": sshd.user_key_text}
+    ctx: dict[str, Any] = {"work": work, "local": local, "sshd": sshd, "loop": args.loop,
+                           "ftp": None, "blob": {}}
+    if not args.only or any("ftps" in o for o in args.only):
+        ftp = ctx["ftp"] = setup_ftps(work, local)
+        entries["ftps"] = ftp.vfs_options()
+        entries["ftps4"] = ftp.vfs_options(streams=4)  # parallel ranged downloads
+        secrets.update(ftp.secrets)
+    (work / "rclone.conf").write_text("")
+    kinds = [k for k in KINDS if not args.only or any(k in o for o in args.only)]
+    if kinds:
+        ctx["blob"] = start_targets(work, kinds, local, rclone_env(ctx))
+        for t in ctx["blob"].values():
+            if args.rtt_ms:
+                t.through_relay(args.rtt_ms)
+            entries[t.kind] = t.entry
+            entries[t.kind + "1"] = {**t.entry, "streams": 1}  # downloads on one stream
+            secrets.update(t.secrets)
+    ctx["entries"] = write_private(work / "entries.json", entries)
+    ctx["secrets"] = write_private(work / "secrets.json", secrets)
+    return ctx
 
 
-Case = tuple[str, str, list[str], dict[str, str] | None, Path]
+def setup_ftps(work: Path, local: Path) -> Any:
+    """vsftpd (TLS and TLS session reuse required) with the download sources in its root."""
+    from tests.fixtures.ftp import start_vsftpd
+
+    ftp = start_vsftpd(work / "vsftpd")
+    assert ftp.owner is not None
+    os.link(local / "big.bin", ftp.root / "src.bin")
+    shutil.copytree(local / "tree", ftp.root / "srctree")
+    for p in [ftp.root / "src.bin", ftp.root / "srctree", *(ftp.root / "srctree").rglob("*")]:
+        os.chown(p, *ftp.owner)
+    return ftp
+
+
+def rclone_ftps_env(ctx: dict[str, Any]) -> dict[str, str]:
+    """rclone's ftp backend on the same vsftpd: explicit TLS with TLS 1.3 off (rclone's TLS 1.3
+    data connections fail vsftpd's checks: "tls: illegal parameter" (1.60) or "426 Failure
+    reading network stream" at the end of every upload (1.75)); it keeps its TLS session cache
+    for the data connections, which vsftpd's require_ssl_reuse needs."""
+    ftp = ctx["ftp"]
+    obscured = subprocess.run(["rclone", "obscure", ftp.password], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    env = dict(os.environ)
+    env.update({
+        "RCLONE_CONFIG": str(ctx["work"] / "rclone.conf"),
+        "RCLONE_CONFIG_FTPS_TYPE": "ftp", "RCLONE_CONFIG_FTPS_HOST": ftp.host,
+        "RCLONE_CONFIG_FTPS_PORT": str(ftp.port), "RCLONE_CONFIG_FTPS_USER": ftp.user,
+        "RCLONE_CONFIG_FTPS_PASS": obscured, "RCLONE_CONFIG_FTPS_EXPLICIT_TLS": "true",
+        "RCLONE_CONFIG_FTPS_NO_CHECK_CERTIFICATE": "true",
+        "RCLONE_CONFIG_FTPS_DISABLE_TLS13": "true",
+    })
+    return env
+
+
+Output = Path | Callable[[], None]
+Case = tuple[str, str, list[str], dict[str, str] | None, Output]
+
+
+def blob_cases(ctx: dict[str, Any], t: BlobTarget) -> list[Case]:
+    """aftd against rclone on one object store: 1 file and the tree, up and down, each with
+    verification off for both tools and on for both; the download of 1 file also with both
+    tools on one stream (aftd ``streams = 1``, rclone ``--multi-thread-streams 0``)."""
+    L, k = ctx["local"], t.kind
+    env = rclone_env(ctx)
+    rc = ["rclone", "copy", "--transfers", "4", "--checkers", "8", *t.rclone_flags]
+    out: list[Case] = []
+    for verify in (False, True):
+        tag, v = ("+verify", "sha256") if verify else ("", "")
+        rflags = [] if verify else t.rclone_verify_off()
+        aftd_tool, rc_tool = ("aftd sha256", "rclone md5") if verify else ("aftd", "rclone")
+        out += [
+            (f"local→{k} 1 file{tag}", aftd_tool, aftd_cmd(ctx, "local", k, "big.bin", "up",
+                                                           verify=v), None, _purge(t, "up")),
+            (f"local→{k} 1 file{tag}", rc_tool, [*rc, *rflags, str(L / "big.bin"),
+                                                 t.remote("rup")], env, _purge(t, "rup")),
+            (f"{k}→local 1 file{tag}", aftd_tool, aftd_cmd(ctx, k, "local", "src/big.bin",
+                                                           f"{k}down", verify=v), None,
+             L / f"{k}down"),
+            (f"{k}→local 1 file{tag}", rc_tool, [*rc, *rflags, t.remote("src/big.bin"),
+                                                 str(L / f"{k}rdown")], env, L / f"{k}rdown"),
+            *([] if verify else [  # what the parallel ranges are worth: both on one stream
+                (f"{k}→local 1 file", "aftd 1 stream", aftd_cmd(ctx, k + "1", "local",
+                                                               "src/big.bin", f"{k}down1"),
+                 None, L / f"{k}down1"),
+                (f"{k}→local 1 file", "rclone 1 stream",
+                 [*rc, *rflags, "--multi-thread-streams", "0", t.remote("src/big.bin"),
+                  str(L / f"{k}rdown1")], env, L / f"{k}rdown1")]),
+            (f"local→{k} tree{tag}", aftd_tool, aftd_cmd(ctx, "local", k, "tree", "t1",
+                                                         verify=v), None, _purge(t, "t1")),
+            (f"local→{k} tree{tag}", rc_tool, [*rc, *rflags, str(L / "tree"), t.remote("t2")],
+             env, _purge(t, "t2")),
+            (f"{k}→local tree{tag}", aftd_tool, aftd_cmd(ctx, k, "local", "src/tree",
+                                                         f"{k}tdown", verify=v), None,
+             L / f"{k}tdown"),
+            (f"{k}→local tree{tag}", rc_tool, [*rc, *rflags, t.remote("src/tree"),
+                                               str(L / f"{k}rtdown")], env, L / f"{k}rtdown"),
+        ]
+    return out
+
+
+def _purge(t: BlobTarget, path: str) -> Callable[[], None]:
+    def purge() -> None:
+        subprocess.run(["rclone", "purge", t.remote(path), *t.rclone_flags],
+                       env={**os.environ, "RCLONE_CONFIG": "/dev/null"}, capture_output=True,
+                       check=False)
+
+    return purge
 
 
 def cases(ctx: dict[str, Any]) -> list[Case]:
@@ -154,15 +281,79 @@ def cases(ctx: dict[str, Any]) -> list[Case]:
         ("local→sftp tree", "aftd", aftd_cmd(ctx, "local", "remote", "tree", "t1"), None, R / "t1"),
         ("local→sftp tree", "rclone no-hash",
          [*rc, "--sftp-disable-hashcheck", str(L / "tree"), f"bench:{R}/t2"], renv, R / "t2"),
+        ("sftp→local tree", "aftd", aftd_cmd(ctx, "remote", "local", "srctree", "dt1"), None,
+         L / "dt1"),
+        ("sftp→local tree", "rclone no-hash",
+         [*rc, "--sftp-disable-hashcheck", f"bench:{R}/srctree", str(L / "dt2")], renv,
+         L / "dt2"),
         ("local→sftp tree+verify", "aftd sha256",
          aftd_cmd(ctx, "local", "remote", "tree", "t3", verify="sha256"), None, R / "t3"),
         ("local→sftp tree+verify", "rclone md5", [*rc, str(L / "tree"), f"bench:{R}/t4"], renv,
          R / "t4"),
+        *(ftps_cases(ctx) if ctx["ftp"] is not None else []),
+        *(c for t in ctx["blob"].values() for c in blob_cases(ctx, t)),
     ]
 
 
-def remove(p: Path) -> None:
-    if p.is_dir():
+def ftps_cases(ctx: dict[str, Any]) -> list[Case]:
+    """1 GiB up and down and the tree up and down, each with verification off for both tools
+    and on for both: aftd's verify="sha256" (a read-back: vsftpd has no hash command) against
+    rclone copy followed by ``rclone check --download`` (rclone's read-back). The 1 GiB download
+    also runs rclone on a single stream (``--multi-thread-streams 0``), and aftd on 4 parallel
+    ranged streams (``streams = 4``) against rclone's default (4 streams for such a file)."""
+    L, F = ctx["local"], ctx["ftp"].root
+    env = rclone_ftps_env(ctx)
+    opts = ["--transfers", "4", "--checkers", "8"]
+
+    def sh(*cmds: list[str]) -> list[str]:
+        return ["sh", "-c", " && ".join(" ".join(shlex.quote(x) for x in c) for c in cmds)]
+
+    # (group, aftd src, path, aftd dest dir, rclone copy, rclone check, outputs)
+    plans = [
+        ("local→ftps 1 file", "local", "big.bin", "fup",
+         ["copyto", str(L / "big.bin"), "ftps:rup/big.bin"],
+         ["--include", "/big.bin", str(L), "ftps:rup"], F / "fup", F / "rup"),
+        ("ftps→local 1 file", "ftps", "src.bin", "fdown",
+         ["copyto", "ftps:src.bin", str(L / "rdown" / "src.bin")],
+         ["--include", "/src.bin", "ftps:", str(L / "rdown")], L / "fdown", L / "rdown"),
+        ("local→ftps tree", "local", "tree", "ft1", ["copy", str(L / "tree"), "ftps:ft2"],
+         [str(L / "tree"), "ftps:ft2"], F / "ft1", F / "ft2"),
+        ("ftps→local tree", "ftps", "srctree", "fdt1",
+         ["copy", "ftps:srctree", str(L / "fdt2")], ["ftps:srctree", str(L / "fdt2")],
+         L / "fdt1", L / "fdt2"),
+    ]
+    out: list[Case] = []
+    for verify in ("", "sha256"):
+        for group, src, path, dest, copy, check, a_out, r_out in plans:
+            dst = "local" if src == "ftps" else "ftps"
+            rcopy = ["rclone", copy[0], *opts, *copy[1:]]
+            name = group + ("+verify" if verify else "")
+            out.append((name, "aftd sha256" if verify else "aftd",
+                        aftd_cmd(ctx, src, dst, path, dest, verify), None, a_out))
+            if verify:
+                out.append((name, "rclone+check", sh(
+                    rcopy, ["rclone", "check", "--download", "--checkers", "8", *check]),
+                    env, r_out))
+            else:
+                out.append((name, "rclone", rcopy, env, r_out))
+            if not verify and group == "ftps→local 1 file":
+                # rclone splits a big download to local disk into 4 ranged streams written at
+                # their offsets; aftd does so with `streams = 4`. Both on one stream, and aftd
+                # on 4, show what that is worth.
+                out.append((name, "rclone 1 stream", [*rcopy, "--multi-thread-streams", "0"],
+                            env, r_out))
+                four = "ftps→local 1 file, 4 streams"
+                out.append((four, "aftd 4 streams",
+                            aftd_cmd(ctx, "ftps4", "local", path, dest + "4"), None,
+                            L / (dest + "4")))
+                out.append((four, "rclone", rcopy, env, r_out))
+    return out
+
+
+def remove(p: Output) -> None:
+    if callable(p):
+        p()
+    elif p.is_dir():
         shutil.rmtree(p)
     elif p.exists():
         p.unlink()
@@ -189,7 +380,8 @@ def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argpars
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         groups.setdefault(group, []).append((tool, med))
     for group, rows in groups.items():
-        rows.sort(key=lambda r: not r[0].startswith("aftd"))
+        # aftd's default first (the ratios compare with it), its one-stream variant after it
+        rows.sort(key=lambda r: (not r[0].startswith("aftd"), "1 stream" in r[0]))
         aftd_wall = rows[0][1]["wall"]
         aftd_copy = rows[0][1].get("copy_s", aftd_wall)
         tree = "tree" in group
@@ -203,6 +395,10 @@ def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argpars
             if "copy_s" in m:
                 print(f"{'':<24} {'(copy only)':<16} {m['copy_s']:7.2f} "
                       f"{nbytes / m['copy_s'] / 1e6:7.0f}")
+    if args.rtt_ms:
+        print(f"\nobject stores reached through bench/latency_relay.py at {args.rtt_ms:g} ms RTT")
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average at the end (1/5/15 min): {load}")
     print("\nratio = reference wall time / aftd wall time (>1.0: aftd faster); ratio* uses "
           "aftd's copy time without interpreter start-up and imports (what a running daemon "
           f"pays); cipher {CIPHER}; medians of {args.runs} run(s).")
@@ -214,7 +410,8 @@ def main_parent(args: argparse.Namespace) -> None:
             sys.exit(f"{tool} is not installed")
     ctx = setup(args)
     try:
-        plan = [c for c in cases(ctx) if not args.only or any(o in c[0] for o in args.only)]
+        plan = [c for c in cases(ctx) if (not args.only or any(o in c[0] for o in args.only))
+                and not any(o in c[0] for o in args.skip)]
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for rnd in range(args.runs + 1):  # round 0 warms caches and is discarded
             for group, tool, cmd, env, output in rounds(plan, rnd):
@@ -226,6 +423,11 @@ def main_parent(args: argparse.Namespace) -> None:
         report(results, args)
     finally:
         ctx["sshd"].kill()
+        if ctx["ftp"] is not None:
+            ctx["ftp"].stop()
+            shutil.rmtree(ctx["ftp"].root.parent, ignore_errors=True)
+        for target in ctx["blob"].values():
+            target.stop()
         shutil.rmtree(ctx["work"], ignore_errors=True)
 
 
@@ -238,20 +440,23 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workdir", default=None, help="parent of the scratch dir (default: TMPDIR)")
     ap.add_argument("--only", action="append", default=[],
                     help="run only groups whose name contains this (repeatable), e.g. sftp→local")
+    ap.add_argument("--skip", action="append", default=[],
+                    help="leave out groups whose name contains this (repeatable), e.g. verify")
+    ap.add_argument("--rtt-ms", type=float, default=0.0,
+                    help="object stores only: reach them (aftd and rclone alike) through "
+                    "bench/latency_relay.py adding this round trip")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                     help="event loop for aftd's copies (uvloop must be installed)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    for opt in ("port", "user", "key", "known-hosts", "local-root", "remote-root", "src", "dst",
-                "path", "dest-dir", "verify"):
+    for opt in ("entries", "secrets", "src", "dst", "path", "dest-dir", "verify"):
         ap.add_argument(f"--{opt}", help=argparse.SUPPRESS)
-    ap.add_argument("--transfers", type=int, default=4, help=argparse.SUPPRESS)
+    ap.add_argument("--transfers", type=_transfers, default="auto", help=argparse.SUPPRESS)
     return ap.parse_args()
 
 
 if __name__ == "__main__":
     a = parse_args()
     if a.child:
-        a.port = int(a.port)
         if a.loop == "uvloop":
             import uvloop
 
