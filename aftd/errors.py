@@ -6,7 +6,8 @@ VFS, path) and never contain a secret value.
 
 from __future__ import annotations
 
-__all__ = ["AftdError", "ConfigError", "ParamError", "SecretError", "TransferError"]
+__all__ = ["AftdError", "ConfigError", "ParamError", "SecretError", "StoreError",
+           "StoreUnavailable", "TransferError"]
 
 
 class AftdError(Exception):
@@ -40,4 +41,19 @@ class TransferError(AftdError):
     def __init__(self, message: str, *, vfs: str = "", path: str = "") -> None:
         self.vfs = vfs
         self.path = path
+        # Destination paths a tree copy had delivered before it stopped at this error.
+        self.delivered: list[str] = []
         super().__init__(message)
+
+
+class StoreError(OSError):
+    """The job store failed to read or write (the message names the cause, never a password).
+
+    An :class:`OSError` on purpose: the code that retries store writes (the runner, the outbox,
+    the claim helpers) already treats an ``OSError`` (a full disk) like a locked SQLite file,
+    and a lost database connection is the same kind of trouble: wait and retry."""
+
+
+class StoreUnavailable(StoreError):
+    """The shared database cannot be reached right now (down, restarting, network cut)."""
+

@@ -1,8 +1,9 @@
 """structlog configuration: JSON lines on stdout, ids bound through contextvars, redaction.
 
 The processor chain is: merge contextvars (job_id, script_id, request_id) -> level/timestamp ->
-add service identity -> render exceptions -> **redact secret values** -> tee into the job's own
-log (when the line belongs to a job) -> render JSON/console.
+add service identity -> render exceptions -> **render every value as text and scrub it** -> tee
+into the job's own log (when the line belongs to a job) -> render JSON/console. Records from
+stdlib ``logging`` (libraries, scripts) enter the same chain, tracebacks included.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any, Protocol, TextIO
 
 import structlog
 
-from aftd import __version__
-from aftd.redact import scrub, scrub_obj
+from aftd import __version__, strictjson
+from aftd.redact import scrub_value
 
-__all__ = ["JOB_SINKS", "JobLogSink", "configure_logging", "get_logger"]
+__all__ = ["JOB_SINKS", "JobLogSink", "configure_logging", "get_logger", "level_number",
+           "route_stdlib"]
 
 EventDict = MutableMapping[str, Any]
 
@@ -30,6 +32,9 @@ class JobLogSink(Protocol):
 
 # job_id -> sink; the runner registers a sink for the lifetime of each job.
 JOB_SINKS: dict[str, JobLogSink] = {}
+
+# A log value longer than this (after scrubbing) is cut: one line must not hold megabytes.
+MAX_VALUE_CHARS = 65536
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -46,8 +51,10 @@ def _add_identity(host: str) -> Callable[[Any, str, EventDict], EventDict]:
 
 
 def _redact(_: Any, __: str, event: EventDict) -> EventDict:
-    # Every value, including rendered tracebacks, passes through the secret scrubber.
-    return {k: scrub_obj(v) if not isinstance(v, str) else scrub(v) for k, v in event.items()}
+    # Every key and value (exceptions, bytes, URLs, containers, rendered tracebacks) becomes
+    # scrubbed JSON-ready data here, so no renderer ever sees an object it could print in clear.
+    rendered = scrub_value(dict(event), MAX_VALUE_CHARS)
+    return rendered if isinstance(rendered, dict) else {"event": rendered}
 
 
 _JOB_FIELDS_DROPPED = ("service", "version", "host")
@@ -75,8 +82,12 @@ def _jsonable(value: Any) -> Any:
 
 def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """(Re)configure the process-wide pipeline; safe to call again on reload."""
-    out = stream or sys.stdout
-    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
+    # Under aftd.stdio's routing sys.stdout is a proxy: log lines go to the stream beneath it.
+    out = stream or getattr(sys.stdout, "wrapped_stream", sys.stdout)
+    # Strict JSON: a NaN in a log value would make the whole line unparseable for collectors.
+    renderer: Any = (structlog.processors.JSONRenderer(serializer=strictjson.dumps,
+                                                       separators=(", ", ": "))
+                     if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=False))
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -92,14 +103,21 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # WriteLogger writes to `out` itself (PrintLogger would print to whatever sys.stdout is).
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through stdlib logging: route warnings and up into the same pipe.
-    _route_stdlib(level)
+    route_stdlib(level)
 
 
-def _route_stdlib(level: str) -> None:
+def level_number(level: str) -> int:
+    """The stdlib number of a ``[logging] level`` name (info when unknown)."""
+    return _LEVELS.get(level, logging.INFO)
+
+
+def route_stdlib(level: str) -> None:
+    """Send stdlib ``logging`` records (warnings and up) through structlog's pipeline."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if isinstance(h, _StructlogHandler):
@@ -113,7 +131,12 @@ class _StructlogHandler(logging.Handler):
         try:
             log = structlog.get_logger(record.name)
             method = getattr(log, record.levelname.lower(), log.warning)
-            method(record.getMessage(), logger=record.name)
+            extra: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                extra["exc_info"] = record.exc_info
+            if record.stack_info:
+                extra["stack"] = record.stack_info
+            method(record.getMessage(), **extra)
         except Exception:
             self.handleError(record)
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
@@ -29,7 +29,9 @@ from aftd import __version__
 __all__ = [
     "JOB_STATES",
     "Metrics",
+    "add_loop_blocked_seconds",
     "count_http_request",
+    "count_loop_block",
     "count_report_delivered",
     "count_report_failure",
     "count_secret_failure",
@@ -46,6 +48,7 @@ __all__ = [
     "render",
     "set_outbox_depth",
     "set_queue",
+    "set_sftp_fast_path",
 ]
 
 log = structlog.get_logger(__name__)
@@ -59,7 +62,11 @@ _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float(
 # Anything else would let a client mint label values (one series each) by sending odd verbs.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
+# Watch poll durations: a local directory lists in milliseconds, a big remote one in seconds.
+_POLL_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, float("inf"))
+
 JobStateSource = Callable[[], Mapping[str, int]]
+PendingSource = Callable[[], Mapping[str, int]]
 QueueSource = Callable[[], tuple[int, int]]
 OutboxSource = Callable[[], int]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,6 +85,7 @@ class _LiveState:
         self.job_states: JobStateSource | None = None
         self.queue: QueueSource | None = None
         self.outbox: OutboxSource | None = None
+        self.pending: PendingSource | None = None
         self.queued = 0
         self.running = 0
         self.outbox_depth = 0
@@ -87,11 +95,25 @@ class _LiveState:
         yield GaugeMetricFamily("aftd_jobs", "", labels=["state"])
         for name in ("aftd_queue_depth", "aftd_jobs_running", "aftd_outbox_depth"):
             yield GaugeMetricFamily(name, "")
+        yield GaugeMetricFamily("aftd_trigger_files_pending", "", labels=["trigger"])
 
     def collect(self) -> Iterable[Metric]:
         yield from self._jobs()
         yield from self._queue()
         yield from self._outbox()
+        yield from self._pending()
+
+    def _pending(self) -> Iterable[Metric]:
+        if self.pending is None:
+            return
+        counts = _call("trigger_files_pending", self.pending)
+        if counts is None:
+            return
+        family = GaugeMetricFamily("aftd_trigger_files_pending", "Files a watch trigger has "
+                                   "seen but that are not stable yet.", labels=["trigger"])
+        for trigger, n in sorted(counts.items()):
+            family.add_metric([trigger], float(n))
+        yield family
 
     def _jobs(self) -> Iterable[Metric]:
         if self.job_states is None:
@@ -144,6 +166,13 @@ class Metrics:
         self._define_transfers()
         self._define_reports_and_secrets()
         self._define_http()
+        self._define_loop()
+        self._define_triggers()
+        self.sftp_fast_path = Gauge(
+            "aftd_sftp_fast_path", "1 when an asyncssh speed-up (patch) runs, 0 when it was "
+            "skipped or failed its self-test (asyncssh's own code runs instead).",
+            ["patch"], registry=self.registry,
+        )  # fmt: skip
         info = Info("aftd_build", "Build information.", registry=self.registry)
         info.info({"version": __version__})
 
@@ -178,6 +207,11 @@ class Metrics:
             "aftd_report_delivery_failures", "Failed report delivery attempts (retried later).",
             registry=self.registry,
         )  # fmt: skip
+        self.notifications = Counter(
+            "aftd_notifications", "Attempts to deliver pushed notifications, by [[notify]] "
+            "entry and outcome (delivered, retry, abandoned).",
+            ["notify", "outcome"], registry=self.registry,
+        )  # fmt: skip
         self.secret_lookups = Counter(
             "aftd_secret_lookups", "Secret lookups answered, by provider.",
             ["provider"], registry=self.registry,
@@ -197,6 +231,31 @@ class Metrics:
             ["route"], buckets=_HTTP_BUCKETS, registry=self.registry,
         )  # fmt: skip
 
+    def _define_loop(self) -> None:
+        self.loop_blocks = Counter(
+            "aftd_event_loop_blocked", "Stalls of the event loop longer than "
+            "jobs.loop_block_warn_s, by the script whose code was running (empty: none).",
+            ["script"], registry=self.registry,
+        )  # fmt: skip
+        self.loop_blocked_seconds = Counter(
+            "aftd_event_loop_blocked_seconds", "Time the event loop spent in those stalls.",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def _define_triggers(self) -> None:
+        self.trigger_fires = Counter(
+            "aftd_trigger_fires", "Jobs submitted by triggers (schedules and watches).",
+            ["trigger"], registry=self.registry,
+        )  # fmt: skip
+        self.trigger_errors = Counter(
+            "aftd_trigger_errors", "Trigger failures: a failed poll, a fire that could not be "
+            "submitted, a failed after step.", ["trigger"], registry=self.registry,
+        )  # fmt: skip
+        self.watch_poll_duration = Histogram(
+            "aftd_watch_poll_duration_seconds", "Time a watch trigger takes to list its "
+            "directory.", ["trigger"], buckets=_POLL_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
     # -- live-state sources (set by the daemon) -------------------------------------------
 
     def register_job_state_source(self, fn: JobStateSource | None) -> None:
@@ -210,6 +269,10 @@ class Metrics:
     def register_outbox_source(self, fn: OutboxSource | None) -> None:
         """``fn()`` returns the count of undelivered reports; overrides :meth:`set_outbox_depth`."""
         self._live.outbox = fn
+
+    def register_trigger_pending_source(self, fn: PendingSource | None) -> None:
+        """``fn()`` returns ``{trigger: files waiting for stability}`` for watch triggers."""
+        self._live.pending = fn
 
     def set_queue(self, queued: int, running: int) -> None:
         self._live.queued, self._live.running = queued, running
@@ -236,6 +299,9 @@ class Metrics:
     def count_report_failure(self) -> None:
         self.report_failures.inc()
 
+    def count_notification(self, notify: str, outcome: str) -> None:
+        self.notifications.labels(notify, outcome).inc()
+
     def count_secret_lookup(self, provider: str) -> None:
         self.secret_lookups.labels(provider).inc()
 
@@ -246,6 +312,27 @@ class Metrics:
         method = method if method in _METHODS else "other"
         self.http_requests.labels(route, method, str(status)).inc()
         self.http_duration.labels(route).observe(max(duration_s, 0.0))
+
+    def count_loop_block(self, script: str | None) -> None:
+        """A stall of the event loop passed the threshold while ``script`` ran (if known)."""
+        self.loop_blocks.labels(script or "").inc()
+
+    def add_loop_blocked_seconds(self, seconds: float) -> None:
+        """A stall ended after ``seconds``."""
+        self.loop_blocked_seconds.inc(max(seconds, 0.0))
+
+    def count_trigger_fire(self, trigger: str) -> None:
+        self.trigger_fires.labels(trigger).inc()
+
+    def count_trigger_error(self, trigger: str) -> None:
+        self.trigger_errors.labels(trigger).inc()
+
+    def observe_watch_poll(self, trigger: str, seconds: float) -> None:
+        self.watch_poll_duration.labels(trigger).observe(max(seconds, 0.0))
+
+    def set_sftp_fast_path(self, patch: str, on: bool) -> None:
+        """Whether the asyncssh speed-up ``patch`` runs (last connection that tried it)."""
+        self.sftp_fast_path.labels(patch).set(1 if on else 0)
 
     # -- exposition -----------------------------------------------------------------------
 
@@ -274,6 +361,9 @@ count_report_failure = default_metrics.count_report_failure
 count_secret_lookup = default_metrics.count_secret_lookup
 count_secret_failure = default_metrics.count_secret_failure
 count_http_request = default_metrics.count_http_request
+count_loop_block = default_metrics.count_loop_block
+add_loop_blocked_seconds = default_metrics.add_loop_blocked_seconds
+set_sftp_fast_path = default_metrics.set_sftp_fast_path
 render = default_metrics.render
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Protocol
 
-__all__ = ["CURRENT", "ProgressSink", "TransferObserver", "add_transfer_observer", "current",
-           "transfer_finished"]
+__all__ = ["CURRENT", "BytesObserver", "CountedSink", "ProgressSink", "TransferObserver",
+           "add_bytes_observer", "add_transfer_observer", "current", "transfer_finished"]
 
 
 class ProgressSink(Protocol):
@@ -44,3 +44,33 @@ def add_transfer_observer(observer: TransferObserver) -> None:
 def transfer_finished(src_vfs: str, dst_vfs: str, files: int, nbytes: int, ok: bool) -> None:
     for observer in _OBSERVERS:
         observer(src_vfs, dst_vfs, files, nbytes, ok)
+
+
+class BytesObserver(Protocol):
+    def __call__(self, nbytes: int) -> None:
+        """Bytes written by some job's transfer, as they land."""
+
+
+_BYTES_OBSERVERS: list[BytesObserver] = []
+
+
+def add_bytes_observer(observer: BytesObserver) -> None:
+    """Process-wide hook (the throughput chart) told of every byte any job's sink advances."""
+    _BYTES_OBSERVERS.append(observer)
+
+
+class CountedSink:
+    """A job's sink that also tells the bytes observers; the runner installs one per job, so
+    inline copies and those reported by worker processes are counted alike."""
+
+    def __init__(self, inner: ProgressSink) -> None:
+        self.inner = inner
+
+    def add_total(self, files: int = 0, nbytes: int = 0) -> None:
+        self.inner.add_total(files=files, nbytes=nbytes)
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+        self.inner.advance(files=files, nbytes=nbytes)
+        if nbytes > 0:
+            for observer in _BYTES_OBSERVERS:
+                observer(nbytes)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.daemon import Api, DaemonProcess
+# The real servers, registered once here: a session-scoped fixture imported into several
+# conftest files or test modules is a separate fixture in each place, and was started once per
+# place (three OpenBao, PostgreSQL, SeaweedFS, Azurite servers in one run).
+from tests.fixtures.azurite import azurite  # noqa: F401
+from tests.fixtures.daemon import Api, DaemonProcess, start_sync
+from tests.fixtures.diskfull import tiny_fs  # noqa: F401  (a fixture for every area)
+from tests.fixtures.ftp import pyftpdlib_ftps, vsftpd  # noqa: F401
+from tests.fixtures.gcs import fake_gcs  # noqa: F401
+from tests.fixtures.openbao import openbao, openbao_private  # noqa: F401
+from tests.fixtures.postgres import postgres  # noqa: F401
+from tests.fixtures.s3 import rclone_s3, seaweedfs  # noqa: F401
 
 HELLO = '''
 import asyncio
@@ -36,6 +46,17 @@ async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     yield make
     for d in started:
         d.stop()
+
+
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon (default config, the hello script) for a module's tests that need no state
+    of their own: a module overrides ``daemon`` with it. A start costs seconds on a loaded
+    machine, and a module of error-response tests would otherwise start one per case."""
+    d = DaemonProcess(tmp_path_factory.mktemp("module-daemon"), scripts={"hello": HELLO})
+    start_sync(d)
+    yield d
+    d.stop()
 
 
 @pytest.fixture

@@ -7,21 +7,36 @@ from typing import Any
 
 from aiohttp import web
 
-from aftd.api import jobs, misc
-from aftd.api.middleware import auth_middleware, error_middleware, request_id_middleware
-from aftd.api.state import STATE, ApiState
+from aftd.api import jobs, misc, reports, session, triggers
+from aftd.api.headers import add_security_headers
+from aftd.api.middleware import (
+    auth_middleware,
+    body_middleware,
+    connection_middleware,
+    error_middleware,
+    header_middleware,
+    request_id_middleware,
+)
+from aftd.api.registry import Registry
+from aftd.api.state import LIMITS, REGISTRY, STATE, ApiState
+from aftd.config import ServerConfig
 
-__all__ = ["build_app"]
+__all__ = ["ROUTES", "build_app"]
+
+# Every route of the API, in the order the document lists them.
+ROUTES = Registry(jobs.routes, reports.routes, triggers.routes, misc.routes, session.routes)
 
 
-def build_app(state: ApiState, max_body_bytes: int,
+def build_app(state: ApiState, limits: ServerConfig,
               extra_middlewares: Sequence[Any] = ()) -> web.Application:
     app = web.Application(
-        client_max_size=max_body_bytes,
-        middlewares=[*extra_middlewares, request_id_middleware, error_middleware,
-                     auth_middleware],
+        client_max_size=limits.max_body_bytes,
+        middlewares=[connection_middleware, *extra_middlewares, request_id_middleware,
+                     error_middleware, header_middleware, auth_middleware, body_middleware],
     )
     app[STATE] = state
-    app.add_routes(jobs.routes)
-    app.add_routes(misc.routes)
+    app[LIMITS] = limits
+    app[REGISTRY] = ROUTES
+    app.on_response_prepare.append(add_security_headers)
+    ROUTES.add_to(app)
     return app

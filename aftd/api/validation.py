@@ -1,35 +1,39 @@
-"""Validation of request bodies and query strings; errors name the offending field."""
+"""From a request to models: the body through the strict JSON parser, then bodies, headers and
+query strings validated into the models of :mod:`aftd.api.requests`; the first problem becomes
+an :class:`ApiError` whose message names the field."""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
+from aftd import strictjson
 from aftd.api.errors import ApiError
-from aftd.jobs.model import JobState
+from aftd.api.requests import QueryModel, aliases, kind_of
 
-__all__ = ["JobsQuery", "TriggerRequest", "parse_jobs_query", "parse_trigger"]
+__all__ = ["MAX_JSON_DEPTH", "ValidationProblems", "bad", "first_error", "header_input",
+           "query_input", "read_json_object", "try_validate", "valid_job_id", "validate"]
 
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
-_SCALARS = (str, int, float, bool)
-MAX_PARAMS = 256
-MAX_IDEMPOTENCY_KEY = 200
+M = TypeVar("M", bound=BaseModel)
+
+# A trigger body is three levels deep; anything far deeper is an attack on the parser.
+MAX_JSON_DEPTH = 32
+_JOB_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Our error codes and their statuses; any other error type is pydantic's own (a fallback).
+_STATUS = {"bad_request": 400, "invalid_params": 400, "invalid_timeout": 400,
+           "params_too_large": 413}
+
+# A model's errors, each with the model that raised it (for its unknown-key message).
+ValidationProblems = list[tuple[type[BaseModel], ErrorDetails]]
 
 
 def bad(message: str, code: str = "bad_request") -> ApiError:
     return ApiError(400, code, message)
-
-
-@dataclass(frozen=True)
-class TriggerRequest:
-    script_id: str | None
-    script_name: str | None
-    params: dict[str, Any]
-    idempotency_key: str | None
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -37,124 +41,82 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         raise bad("request body is empty; expected a JSON object")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = strictjson.loads(raw)
+    except RecursionError:
+        raise bad(f"request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)",
+                  "too_deep") from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise bad(f"request body is not valid JSON: {exc}", "invalid_json") from None
+    problem = strictjson.first_problem(data, MAX_JSON_DEPTH)
+    if problem is not None:
+        code = "too_deep" if problem.reason.startswith("nested") else "invalid_json"
+        raise bad(f"{problem.path}: {problem.reason}", code)
     if not isinstance(data, dict):
-        raise bad(f"request body must be a JSON object, got {_kind(data)}")
+        raise bad(f"request body must be a JSON object, got {kind_of(data)}")
     return data
 
 
-async def parse_trigger(request: web.Request) -> TriggerRequest:
-    data = await read_json_object(request)
-    unknown = sorted(set(data) - {"scriptId", "scriptName", "params"})
-    if unknown:
-        raise bad(f"unknown field {unknown[0]!r}; allowed: scriptId, scriptName, params")
-    script_id = _opt_str(data, "scriptId")
-    script_name = _opt_str(data, "scriptName")
-    if (script_id is None) == (script_name is None):
-        raise bad("give exactly one of 'scriptId' or 'scriptName'")
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise bad(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
-    return TriggerRequest(script_id, script_name, parse_params(data.get("params")), key)
-
-
-def _opt_str(data: dict[str, Any], field: str) -> str | None:
-    value = data.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise bad(f"'{field}' must be a non-empty string")
-    return value
-
-
-def parse_params(raw: Any) -> dict[str, Any]:
-    """Either ``[{"name": ..., "value": ...}, ...]`` or a flat object of scalars."""
-    if raw is None:
-        return {}
-    if isinstance(raw, list):
-        return _params_from_list(raw)
-    if isinstance(raw, dict):
-        return _params_from_object(raw)
-    raise bad(f"'params' must be a list of {{name, value}} objects or an object, got {_kind(raw)}",
-              "invalid_params")
-
-
-def _params_from_list(items: list[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise bad(f"params[{i}] must be an object with 'name' and 'value'", "invalid_params")
-        extra = sorted(set(item) - {"name", "value"})
-        if extra:
-            raise bad(f"params[{i}] has unknown field {extra[0]!r}", "invalid_params")
-        name = item.get("name")
-        if not isinstance(name, str):
-            raise bad(f"params[{i}].name must be a string", "invalid_params")
-        if "value" not in item:
-            raise bad(f"params[{i}] ({name!r}) has no 'value'", "invalid_params")
-        _add_param(out, name, item["value"], f"params[{i}]")
-    return out
-
-
-def _params_from_object(obj: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in obj.items():
-        _add_param(out, name, value, f"params.{name}")
-    return out
-
-
-def _add_param(out: dict[str, Any], name: str, value: Any, where: str) -> None:
-    if not _PARAM_NAME.match(name):
-        raise bad(f"{where}: invalid parameter name {name!r} (letters, digits, _ . -; "
-                  "starting with a letter or _)", "invalid_params")
-    if name in out:
-        raise bad(f"{where}: parameter {name!r} given twice", "invalid_params")
-    if value is None or not isinstance(value, _SCALARS):
-        raise bad(f"{where}: parameter {name!r} must be a string, number or boolean, "
-                  f"got {_kind(value)}", "invalid_params")
-    if len(out) >= MAX_PARAMS:
-        raise bad(f"too many parameters (at most {MAX_PARAMS})", "invalid_params")
-    out[name] = value
-
-
-@dataclass(frozen=True)
-class JobsQuery:
-    statuses: tuple[str, ...]
-    script_id: str | None
-    limit: int
-    before_seq: int | None
-
-
-def parse_jobs_query(request: web.Request) -> JobsQuery:
+def query_input(request: web.Request, model: type[QueryModel]) -> dict[str, str]:
+    """The query string as the model's input: the first value of each name, or all of them
+    joined with commas for the model's ``repeated`` names."""
     q = request.query
-    unknown = sorted(set(q) - {"status", "script", "scriptId", "limit", "cursor"})
-    if unknown:
-        raise bad(f"unknown query parameter {unknown[0]!r}")
-    statuses: list[str] = []
-    for raw in q.getall("status", []):
-        for s in filter(None, raw.split(",")):
-            if s not in JobState.__members__.values():
-                raise bad(f"status {s!r} is not one of {', '.join(JobState)}")
-            statuses.append(s)
-    return JobsQuery(tuple(statuses), q.get("script") or q.get("scriptId"),
-                     _int_query(q.get("limit"), "limit", 50, 1, 1000),
-                     _int_query(q.get("cursor"), "cursor", None, 1, None))
+    return {k: ",".join(q.getall(k)) if k in model.repeated else q[k] for k in q}
 
 
-def _int_query(raw: str | None, name: str, default: int | None, lo: int,
-               hi: int | None) -> Any:
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit():
-        raise bad(f"'{name}' must be a positive integer, got {raw!r}")
-    value = int(raw)
-    if value < lo or (hi is not None and value > hi):
-        raise bad(f"'{name}' must be between {lo} and {hi or 'any'}, got {value}")
+def header_input(request: web.Request, model: type[BaseModel]) -> dict[str, str]:
+    """The request headers the model declares (header names are case-insensitive)."""
+    return {n: request.headers[n] for n in aliases(model) if n in request.headers}
+
+
+def try_validate(model: type[M], data: Mapping[str, Any],
+                 context: Mapping[str, Any] | None = None) -> tuple[M | None, ValidationProblems]:
+    try:
+        return model.model_validate(data, context=context), []
+    except ValidationError as exc:
+        return None, [(model, e) for e in exc.errors()]
+
+
+def validate(model: type[M], data: Mapping[str, Any],
+             context: Mapping[str, Any] | None = None) -> M:
+    value, problems = try_validate(model, data, context)
+    if value is None:
+        raise first_error(problems, ())
     return value
 
 
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), type(value).__name__)
+def first_error(problems: ValidationProblems, order: Sequence[str]) -> ApiError:
+    """The problem a client hears about: an unknown key (the first by name), else the first in
+    ``order`` of the top-level fields (model-level problems before any field), else the first
+    pydantic found."""
+    def rank(problem: tuple[type[BaseModel], ErrorDetails]) -> tuple[int, str, int]:
+        loc = problem[1]["loc"]
+        if problem[1]["type"] == "extra_forbidden" and len(loc) == 1:
+            return (0, str(loc[0]), 0)
+        head = str(loc[0]) if loc else ""
+        return (1, "", order.index(head) if head in order else -1)
+
+    model, err = min(problems, key=rank)
+    return _api_error(model, err)
+
+
+def _api_error(model: type[BaseModel], err: ErrorDetails) -> ApiError:
+    loc, kind = err["loc"], err["type"]
+    if kind == "extra_forbidden" and len(loc) == 1:
+        template = getattr(model, "unknown_message", "unknown field {key!r}")
+        return bad(template.format(key=loc[0], allowed=", ".join(aliases(model))))
+    if kind in _STATUS:
+        return ApiError(_STATUS[kind], kind, err["msg"])
+    # pydantic's own message, for a check that has no message of ours.
+    return bad(f"{_path(loc)}: {err['msg']}")
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
+def valid_job_id(job_id: str) -> bool:
+    """Job ids are UUIDs; anything else cannot name a job and never reaches the store."""
+    return _JOB_ID.fullmatch(job_id) is not None

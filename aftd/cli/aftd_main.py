@@ -1,4 +1,4 @@
-"""``aftd``: serve, check-config, gen-apikey, secrets check."""
+"""``aftd``: serve, check-config, gen-apikey, secrets check, db migrate."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     sc = sec_sub.add_parser("check", help="tell which provider resolves each name (no values)")
     sc.add_argument("names", nargs="+", metavar="NAME")
     sc.add_argument("--config", metavar="FILE")
+    db = sub.add_parser("db", help="fleet database tools")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    mig = db_sub.add_parser("migrate", help="apply the schema migrations [store] url needs")
+    mig.add_argument("--config", metavar="FILE", required=True)
     return p
 
 
@@ -44,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "gen-apikey":
         return _gen_apikey(args.name)
+    if args.command == "db":
+        return _db_migrate(args.config)
     return _secrets_check(args.config, args.names)
 
 
@@ -91,6 +97,15 @@ def _secrets_check(path: str | None, names: Sequence[str]) -> int:
     from aftd.secrets.cli import run_check
 
     return run_check(cfg.secrets, names, sys.stdout)
+
+
+def _db_migrate(path: str) -> int:
+    cfg = _load(path)
+    if cfg is None:
+        return 1
+    from aftd.store.migrate_cli import run_migrate
+
+    return run_migrate(cfg, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
-__all__ = ["TERMINAL", "Job", "JobState", "Progress", "iso"]
+__all__ = ["TERMINAL", "Job", "JobState", "Progress", "iso", "valid_timeout"]
 
 
 class JobState(enum.StrEnum):
@@ -53,6 +54,12 @@ class Job:
     error: str | None = None
     idempotency_key: str | None = None
     progress: Progress = field(default_factory=Progress)
+    timeout_s: float | None = None  # given by the trigger; None: the script's or the config's
+    trigger: str | None = None  # the [[triggers]] entry that fired the job; None: an API call
+    # A fleet host runs the job only if it has all these tags (a script's REQUIRES_TAGS and the
+    # trigger's hostTags); the host that claimed it (None: not claimed, or a single host).
+    host_tags: tuple[str, ...] = ()
+    host: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -63,26 +70,27 @@ class Job:
             return None
         return (self.finished_at or now) - self.started_at
 
-    def to_api(self, now: float) -> dict[str, Any]:
-        p = self.progress
-        dur = self.duration_s(now)
-        rate = p.bytes_done / dur if dur and dur > 0 else 0.0
-        return {
-            "jobId": self.id,
-            "scriptId": self.script_id,
-            "status": str(self.status),
-            "params": self.params,
-            "createdAt": iso(self.created_at),
-            "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at),
-            "exitCode": self.exit_code,
-            "error": self.error,
-            "progress": {
-                "filesDone": p.files_done, "filesTotal": p.files_total,
-                "bytesDone": p.bytes_done, "bytesTotal": p.bytes_total,
-                "bytesPerSecond": round(rate, 1),
-            },
-        }
+
+def valid_timeout(value: Any) -> float | None:
+    """A job timeout (seconds >= 0, 0: no limit) as a float, or None when ``value`` is not
+    one; the trigger's ``timeoutS`` and a script's ``TIMEOUT_S`` are checked alike."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+@overload
+def iso(ts: float) -> str: ...
+
+
+@overload
+def iso(ts: float | None) -> str | None: ...
 
 
 def iso(ts: float | None) -> str | None:

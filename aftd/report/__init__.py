@@ -7,6 +7,6 @@ claim parser have no such dependency.
 from __future__ import annotations
 
 from aftd.report.claim import Claim, ClaimError, parse_claim
-from aftd.report.outbox import Outbox, SecretResolver
+from aftd.report.outbox import Outbox
 
-__all__ = ["Claim", "ClaimError", "Outbox", "SecretResolver", "parse_claim"]
+__all__ = ["Claim", "ClaimError", "Outbox", "parse_claim"]

@@ -12,22 +12,43 @@ import json as jsonlib
 import ssl
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aiohttp
 
 from aftd.errors import AftdError
 
-__all__ = ["HttpClient", "HttpError", "HttpResponse"]
+__all__ = ["HttpClient", "HttpError", "HttpResponse", "RequestOptions"]
 
 MAX_BODY = 16 << 20
 
 
 class HttpError(AftdError):
-    """The request could not be completed (connection, TLS, timeout, oversized answer)."""
+    """The request could not be completed (connection, TLS, timeout, oversized answer).
+
+    ``not_sent`` is True when no byte of the request reached the server (the connection or
+    its TLS handshake failed), so the request surely had no effect.
+    """
+
+    def __init__(self, message: str, *, not_sent: bool = False) -> None:
+        super().__init__(message)
+        self.not_sent = not_sent
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`HttpClient.request` and its per-method shortcuts."""
+
+    json: Any
+    data: bytes | str | None
+    headers: dict[str, str] | None
+    params: dict[str, str] | None
+    timeout_s: float | None
 
 
 class HttpResponse:
+    """An answer, read completely: ``status``, ``headers``, ``body`` (bytes) and the ``url``
+    it came from."""
+
     def __init__(self, status: int, headers: dict[str, str], body: bytes, url: str) -> None:
         self.status = status
         self.headers = headers
@@ -36,13 +57,16 @@ class HttpResponse:
 
     @property
     def ok(self) -> bool:
+        """The status is 2xx."""
         return 200 <= self.status < 300
 
     @property
     def text(self) -> str:
+        """The body as UTF-8 text (undecodable bytes replaced)."""
         return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
+        """The body parsed as JSON; :class:`HttpError` when it is not JSON."""
         try:
             return jsonlib.loads(self.body)
         except ValueError as exc:
@@ -53,6 +77,8 @@ class HttpResponse:
 
 
 class HttpClient:
+    """What ``job.http(...)`` returns; use it as ``async with job.http(url) as api:``."""
+
     def __init__(self, base_url: str | None = None, *, bearer: str | None = None,
                  headers: dict[str, str] | None = None, timeout_s: float = 30.0,
                  verify: bool = True, ca_file: Path | str | None = None) -> None:
@@ -76,6 +102,7 @@ class HttpClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections (also done when the job ends)."""
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -89,6 +116,13 @@ class HttpClient:
                       data: bytes | str | None = None, headers: dict[str, str] | None = None,
                       params: dict[str, str] | None = None,
                       timeout_s: float | None = None) -> HttpResponse:
+        """Send a request and read the whole answer (at most 16 MiB).
+
+        ``url`` is joined to the base URL unless absolute. ``json`` is sent as a JSON body,
+        ``data`` as is; ``headers`` add to the client's; ``params`` become the query string;
+        ``timeout_s`` overrides the client's timeout for this request. Any HTTP status is a
+        response (check ``ok``); :class:`HttpError` means no answer was received.
+        """
         full = self._url(url)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -103,19 +137,24 @@ class HttpClient:
         except TimeoutError:
             raise HttpError(f"{method} {full}: timed out") from None
         except aiohttp.ClientError as exc:
-            raise HttpError(f"{method} {full}: {type(exc).__name__}: {exc}") from None
+            raise HttpError(f"{method} {full}: {type(exc).__name__}: {exc}",
+                            not_sent=isinstance(exc, aiohttp.ClientConnectorError)) from None
 
-    async def get(self, url: str = "", **kw: Any) -> HttpResponse:
-        return await self.request("GET", url, **kw)
+    async def get(self, url: str = "", **options: Unpack[RequestOptions]) -> HttpResponse:
+        """``GET``; the options are :meth:`request`'s."""
+        return await self.request("GET", url, **options)
 
-    async def post(self, url: str = "", **kw: Any) -> HttpResponse:
-        return await self.request("POST", url, **kw)
+    async def post(self, url: str = "", **options: Unpack[RequestOptions]) -> HttpResponse:
+        """``POST``; the options are :meth:`request`'s."""
+        return await self.request("POST", url, **options)
 
-    async def put(self, url: str = "", **kw: Any) -> HttpResponse:
-        return await self.request("PUT", url, **kw)
+    async def put(self, url: str = "", **options: Unpack[RequestOptions]) -> HttpResponse:
+        """``PUT``; the options are :meth:`request`'s."""
+        return await self.request("PUT", url, **options)
 
-    async def delete(self, url: str = "", **kw: Any) -> HttpResponse:
-        return await self.request("DELETE", url, **kw)
+    async def delete(self, url: str = "", **options: Unpack[RequestOptions]) -> HttpResponse:
+        """``DELETE``; the options are :meth:`request`'s."""
+        return await self.request("DELETE", url, **options)
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:

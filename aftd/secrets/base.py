@@ -1,4 +1,4 @@
-"""What every secret provider shares: the protocol, secret names, value checks."""
+"""What every secret provider shares: the protocols, secret names, value checks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ __all__ = [
     "Provider",
     "SecretName",
     "SecretNotFoundError",
+    "SecretResolver",
     "field_value",
     "parse_name",
 ]
@@ -67,6 +68,20 @@ def field_value(name: SecretName, source: str, data: Any) -> str | None:
         raise SecretError(f"secret {str(name)!r} in {source} is a {type(data).__name__}, "
                           "not a string")
     return str(data)
+
+
+class SecretResolver(Protocol):
+    """Resolves a secret by name at the moment it is needed, so a rotated secret is picked up.
+
+    The daemon's provider chain implements it (:class:`aftd.secrets.chain.SecretChain`), and so
+    does a worker process's channel to the daemon; VFS backends, the report outbox and the job
+    context take any resolver.
+    """
+
+    async def get(self, name: str) -> str:
+        """The value of ``name`` (``name#field`` selects a field); raises
+        :class:`~aftd.errors.SecretError` naming the secret, never a value."""
+        ...
 
 
 class Provider(Protocol):

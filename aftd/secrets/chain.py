@@ -5,8 +5,9 @@
   later provider could silently hand out a stale or different value.
 * Values are cached for ``cache_ttl_s`` so a rotation is seen by later jobs without a restart;
   concurrent lookups of one name share one provider request (single-flight).
-* Every value is registered with :mod:`aftd.redact` (plus its URL- and JSON-escaped forms)
-  before any caller sees it.
+* Every value is registered with :mod:`aftd.redact` (which masks its escaped forms too) before
+  any caller sees it, and again at every later resolution, cache hits included: the redactor
+  drops values that have not been resolved for ``mask_ttl_s``, so its set stays bounded.
 
 Providers are built at the first use or in :meth:`SecretChain.start`, which the daemon should
 call at start-up: it refuses a badly protected secrets file at once and logs in to Vault
@@ -17,11 +18,9 @@ background task started after the first login, whichever of the two triggers it.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import quote, quote_plus
 
 import structlog
 
@@ -50,11 +49,9 @@ class _Entry:
 
 
 def register_value(value: str) -> None:
-    """Make :func:`aftd.redact.scrub` mask ``value`` in every form it is likely to appear in."""
-    forms = {value, quote(value), quote(value, safe=""), quote_plus(value),
-             json.dumps(value)[1:-1]}
-    for form in forms:
-        redact.register(form)
+    """Make :func:`aftd.redact.scrub` mask ``value`` (in every form it is likely to appear in)
+    and restart its age in the redactor."""
+    redact.register(value)
 
 
 def build_providers(cfg: SecretsConfig) -> list[Provider]:
@@ -101,8 +98,9 @@ class SecretChain:
         return self._providers
 
     async def start(self) -> None:
-        """Build the providers (raises :class:`SecretError` on a refused secrets file) and log
-        in to Vault early; a Vault login failure is logged, not raised."""
+        """Apply the mask bounds, build the providers (raises :class:`SecretError` on a refused
+        secrets file) and log in to Vault early; a Vault login failure is logged, not raised."""
+        redact.configure(max_age_s=self.cfg.mask_ttl_s, max_values=self.cfg.mask_max_values)
         for provider in self.providers:
             start = getattr(provider, "start", None)
             if start is None:
@@ -127,13 +125,6 @@ class SecretChain:
             return (await self._resolve(name)).provider
         except SecretNotFoundError:
             return None
-
-    def invalidate(self, name: str | None = None) -> None:
-        """Drop one cached name (or all), e.g. after an operator says a secret was rotated."""
-        if name is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(str(parse_name(name)), None)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -173,6 +164,7 @@ class SecretChain:
         key = str(parsed)
         entry = self._cache.get(key)
         if entry is not None and entry.expires > time.monotonic():
+            register_value(entry.value)  # still in use: keep it masked
             return entry
         task = self._inflight.get(key)
         if task is None:

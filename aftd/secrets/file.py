@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from aftd import executors
 from aftd.errors import SecretError
 from aftd.secrets.base import SecretName, field_value
 
@@ -45,7 +46,8 @@ class FileProvider:
         return str(self.path)
 
     async def lookup(self, name: SecretName) -> str | None:
-        self._reload_if_changed()
+        # stat (and a re-read after a change) is disk I/O: off the loop, on the secrets pool.
+        await executors.run(executors.SECRETS, self._reload_if_changed)
         data = _dig(self._data, name.path)
         if data is None:
             return None

@@ -15,6 +15,7 @@ and requests exceptions can carry response bodies and are never passed on as the
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import hvac.exceptions
 import requests
 import structlog
 
-from aftd import redact
+from aftd import executors, redact
 from aftd.errors import SecretError
 from aftd.secrets.base import SecretName, field_value
 from aftd.secrets.config import VaultConfig
@@ -101,7 +102,9 @@ class VaultProvider:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
-        await asyncio.to_thread(self._client.adapter.close)
+        await executors.run(executors.SECRETS, self._client.adapter.close)
+        if self._client.token:
+            redact.release(self._client.token)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -153,6 +156,15 @@ class VaultProvider:
         self._ensure_renewer()
 
     def _login_sync(self) -> None:
+        previous = self._client.token
+        self._login_with_credentials()
+        # The token is held until the next login: masked for as long, whatever its age.
+        if self._client.token:
+            redact.pin(self._client.token)
+        if previous:
+            redact.release(previous)
+
+    def _login_with_credentials(self) -> None:
         if self.cfg.auth == "approle":
             role_file, secret_file = self.cfg.role_id_file, self.cfg.secret_id_file
             if role_file is None or secret_file is None:  # config parsing requires both
@@ -164,8 +176,6 @@ class VaultProvider:
                                             mount_point=self.cfg.approle_mount)
         else:
             self._client.token = self._token_from_config()
-        if self._client.token:
-            redact.register(self._client.token)
 
     def _token_from_config(self) -> str:
         if self.cfg.token_file is not None:
@@ -240,7 +250,8 @@ class VaultProvider:
         """Run a blocking hvac call in a thread and translate its exceptions into safe ones."""
         async with self._limit:
             try:
-                return await asyncio.to_thread(fn, *args, **kwargs)
+                call = functools.partial(fn, *args, **kwargs)
+                return await executors.run(executors.SECRETS, call)
             except (_NotFound, SecretError):
                 raise
             except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
@@ -252,8 +263,9 @@ class VaultProvider:
         if isinstance(exc, requests.exceptions.RequestException):
             detail = f"unreachable ({type(exc).__name__})"
         elif isinstance(exc, hvac.exceptions.VaultError):
-            errors = "; ".join(str(e) for e in (exc.errors or []))[:200]
-            detail = f"failed ({type(exc).__name__}: {redact.scrub(errors) or 'no detail'})"
+            # Scrubbed before it is cut: a cut secret would no longer match.
+            errors = redact.scrub("; ".join(str(e) for e in (exc.errors or [])))[:200]
+            detail = f"failed ({type(exc).__name__}: {errors or 'no detail'})"
         elif isinstance(exc, OSError):
             detail = f"failed ({exc.strerror or type(exc).__name__})"
         else:

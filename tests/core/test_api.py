@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from tests.fixtures.daemon import Api, DaemonProcess
+
+
+@pytest.fixture
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module's tests of single jobs; a test that lists jobs or changes the
+    config starts its own."""
+    return module_daemon
 
 
 async def test_trigger_with_list_params_and_poll_to_success(api: Api) -> None:
@@ -50,7 +61,15 @@ async def test_idempotency_key_returns_the_same_job(api: Api) -> None:
     assert b3["error"]["code"] == "idempotency_conflict"
 
 
-async def test_list_filters_and_pages_newest_first(api: Api) -> None:
+async def test_list_filters_and_pages_newest_first(make_daemon: Callable[..., Any]) -> None:
+    api = Api(await make_daemon())  # its own: the other tests' jobs would be listed too
+    try:
+        await _list_filters_and_pages(api)
+    finally:
+        await api.close()
+
+
+async def _list_filters_and_pages(api: Api) -> None:
     ids = []
     for i in range(5):
         _, b = await api.trigger("hello", {"exit_code": i % 2})

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from tests.fixtures.daemon import API_KEY_SHA256, Api, DaemonProcess
+
+
+@pytest.fixture
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module's tests that only knock at it."""
+    return module_daemon
 
 
 async def test_missing_and_wrong_key_are_401(daemon: DaemonProcess) -> None:

@@ -6,6 +6,13 @@ import pytest
 
 from tests.fixtures.daemon import Api, DaemonProcess
 
+
+@pytest.fixture
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module: each case sends a request and checks the answer."""
+    return module_daemon
+
+
 CASES = [
     ("malformed json", b"{not json", 400, "invalid_json"),
     ("not an object", b"[1, 2]", 400, "bad_request"),
@@ -54,11 +61,7 @@ async def test_error_messages_name_the_problem(api: Api) -> None:
 
 
 async def test_oversized_body_is_413(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    d: DaemonProcess = await make_daemon(extra_config="")
-    d.config_path.write_text(d.config_path.read_text().replace(
-        "[paths]", "max_body_bytes = 2048\n[paths]", 1))
-    d.stop()
-    await d.start()
+    d: DaemonProcess = await make_daemon(server_config="max_body_bytes = 2048")
     api = Api(d)
     try:
         status, err = await api.request("POST", "/v1/jobs", data=b"{" + b" " * 5000 + b"}",

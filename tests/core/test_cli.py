@@ -9,7 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.daemon import API_KEY, DaemonProcess
+
+
+@pytest.fixture
+def daemon(module_daemon: DaemonProcess) -> DaemonProcess:
+    """One daemon for the module's tests that only start jobs of their own and read them."""
+    return module_daemon
 
 SLOW = "import asyncio\nasync def main(job):\n    await asyncio.sleep(30)\n"
 

@@ -74,3 +74,37 @@ def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
         _load(tmp_path, "[server\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_scripts_section_and_loop_block_threshold(tmp_path: Path) -> None:
+    cfg = load_config(None)
+    assert (cfg.scripts.isolation, cfg.scripts.max_workers) == ("inline", 16)
+    assert cfg.jobs.loop_block_warn_s == 1.0
+    cfg = _load(tmp_path, """
+[jobs]
+loop_block_warn_s = 0
+[scripts]
+isolation = "process"
+max_workers = 2
+kill_grace_s = 0.5
+""")
+    assert (cfg.scripts.isolation, cfg.scripts.max_workers, cfg.scripts.kill_grace_s) == \
+        ("process", 2, 0.5)
+    assert cfg.jobs.loop_block_warn_s == 0
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), [
+    ("[scripts]\nisolation = \"thread\"\n", "scripts.isolation", "inline, process"),
+    ("[scripts]\nisolation = 1\n", "scripts.isolation", "must be a string"),
+    ("[scripts]\nmax_workers = 0\n", "scripts.max_workers", ">= 1"),
+    ("[scripts]\nkill_grace_s = -1\n", "scripts.kill_grace_s", ">= 0"),
+    ("[scripts]\nsandbox = true\n", "scripts.sandbox", "unknown key"),
+    ("[jobs]\nloop_block_warn_s = 0.05\n", "jobs.loop_block_warn_s", "0 (off) or at least 0.1"),
+    ("[jobs]\nloop_block_warn_s = -1\n", "jobs.loop_block_warn_s", ">= 0"),
+])
+def test_scripts_and_loop_errors_name_key(tmp_path: Path, text: str, key: str,
+                                          reason: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, text)
+    assert err.value.key == key
+    assert reason in str(err.value)

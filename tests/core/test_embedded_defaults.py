@@ -1,13 +1,13 @@
-"""``aftd serve`` with no config at all: generated key (printed once, stored hashed), TLS."""
+"""``aftd serve`` with no config at all: generated key (handed over once, stored hashed), TLS."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
-import re
 import signal
 import ssl
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -36,13 +36,17 @@ async def test_fresh_start_generates_key_and_cert(tmp_path: Path) -> None:
     out = tmp_path / "first.log"
     proc = await _serve_until_ready(env, out)
     try:
-        m = re.search(r"generated API key.*: (aft_\S+)", out.read_text())
-        assert m, out.read_text()
-        key = m.group(1)
+        # stdout is not a terminal: the key is in a private file, the log only names the file.
+        key_file = state / "initial-api-key"
+        key = key_file.read_text().strip()
+        assert key.startswith("aft_")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert f'"path": "{key_file}"' in out.read_text()
+        assert key not in out.read_text()
         stored = (state / "api_key.sha256").read_text().strip()
         assert stored == hashlib.sha256(key.encode()).hexdigest()
         assert key not in "".join(p.read_text(errors="ignore") for p in state.rglob("*")
-                                  if p.is_file() and p.suffix != ".sqlite")
+                                  if p.is_file() and p.suffix != ".sqlite" and p != key_file)
         ctx = ssl.create_default_context(cafile=str(state / "tls" / "cert.pem"))
         async with aiohttp.ClientSession() as s:
             async with s.post("https://127.0.0.1:44399/v1/jobs", ssl=ctx,
@@ -63,4 +67,5 @@ async def test_fresh_start_generates_key_and_cert(tmp_path: Path) -> None:
     proc = await _serve_until_ready(env, out2)
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
-    assert "generated API key" not in out2.read_text()
+    assert "api_key_generated" not in out2.read_text()
+    assert key_file.read_text().strip() == key  # not replaced by a second key

@@ -92,7 +92,8 @@ async def test_second_signal_forces_exit(make_daemon) -> None:  # type: ignore[n
     await api.wait_job(job["jobId"], ("running",))
     await api.close()
     d.signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
+    # Two signals before the daemon handled the first are one signal: wait until it had.
+    await d.wait_for_log('"shutdown_requested"')
     d.signal(signal.SIGTERM)
     # Well before the 30 s grace: the second signal does not wait for the job.
-    assert await d.wait_exit(timeout=10) != 0
+    assert await d.wait_exit(timeout=20) != 0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.fixtures.daemon import Api, DaemonProcess
+from tests.fixtures.daemon import Api, DaemonProcess, start_sync
 
 SCRIPTS = {
     "boom": '''
@@ -34,11 +34,19 @@ async def main(job):
 }
 
 
+@pytest.fixture(scope="module")
+def scripts_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon serving SCRIPTS for the module (a test that edits a script starts its own)."""
+    d = DaemonProcess(tmp_path_factory.mktemp("scripts-e2e"), scripts=SCRIPTS)
+    start_sync(d)
+    yield d
+    d.stop()
+
+
 @pytest.fixture
-async def sapi(make_daemon) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
+async def sapi(scripts_daemon: DaemonProcess) -> AsyncIterator[Api]:
     """An API client for a daemon serving SCRIPTS."""
-    d: DaemonProcess = await make_daemon(scripts=SCRIPTS)
-    api = Api(d)
+    api = Api(scripts_daemon)
     yield api
     await api.close()
 
@@ -85,14 +93,17 @@ async def test_broken_scripts_fail_their_job_only(sapi: Api) -> None:
     assert (await _run(api, "exits", {"code": 0}))["status"] == "succeeded"
 
 
-async def test_edited_script_takes_effect_without_restart(sapi: Api) -> None:
-    api = sapi
-    assert (await _run(api, "exits", {"code": 0}))["status"] == "succeeded"
-    api.daemon.write_script("exits", "async def main(job):\n    return 7\n")
-    job = await _run(api, "exits", {"code": 0})
-    assert (job["status"], job["exitCode"]) == ("failed", 7)
-    api.daemon.write_script("brand_new", "async def main(job):\n    return 0\n")
-    assert (await _run(api, "brand_new"))["status"] == "succeeded"
+async def test_edited_script_takes_effect_without_restart(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    api = Api(await make_daemon(scripts=SCRIPTS))  # its own: it edits a script
+    try:
+        assert (await _run(api, "exits", {"code": 0}))["status"] == "succeeded"
+        api.daemon.write_script("exits", "async def main(job):\n    return 7\n")
+        job = await _run(api, "exits", {"code": 0})
+        assert (job["status"], job["exitCode"]) == ("failed", 7)
+        api.daemon.write_script("brand_new", "async def main(job):\n    return 0\n")
+        assert (await _run(api, "brand_new"))["status"] == "succeeded"
+    finally:
+        await api.close()
 
 
 async def test_env_secret_is_resolved_and_never_shown(make_daemon) -> None:  # type: ignore[no-untyped-def]

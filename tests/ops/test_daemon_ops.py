@@ -136,7 +136,12 @@ async def test_retention_prunes_old_jobs(make_daemon) -> None:  # type: ignore[n
     await d.start()
     api = Api(d)
     try:
-        status, _ = await api.request("GET", f"/v1/jobs/{body['jobId']}")
+        # The prune runs just after the daemon starts listening: poll, bounded.
+        deadline = time.monotonic() + 30
+        while (status := (await api.request("GET", f"/v1/jobs/{body['jobId']}"))[0]) != 404 \
+                and time.monotonic() < deadline:
+            assert status == 200
+            await asyncio.sleep(0.1)
         assert status == 404
     finally:
         await api.close()

@@ -34,6 +34,9 @@ def exercise(m: Metrics) -> None:
     m.count_secret_failure()
     m.count_http_request("/v1/jobs/{jobId}", "GET", 200, 0.003)
     m.count_http_request("/v1/jobs", "BREW", 405, 0.001)
+    m.count_loop_block("slowpoke")
+    m.count_loop_block(None)
+    m.add_loop_blocked_seconds(2.5)
 
 
 def families(body: bytes) -> dict[str, object]:
@@ -56,6 +59,9 @@ def test_helpers_land_in_the_named_series() -> None:
     assert value("aftd_report_delivery_failures_total") == 2
     assert value("aftd_secret_lookups_total", {"provider": "vault"}) == 1
     assert value("aftd_secret_failures_total") == 1
+    assert value("aftd_event_loop_blocked_total", {"script": "slowpoke"}) == 1
+    assert value("aftd_event_loop_blocked_total", {"script": ""}) == 1
+    assert value("aftd_event_loop_blocked_seconds_total") == 2.5
     assert value("aftd_queue_depth") == 2
     assert value("aftd_jobs_running") == 1
     assert value("aftd_outbox_depth") == 4
@@ -116,7 +122,8 @@ def test_render_parses_and_names_every_contract_metric() -> None:
         "aftd_transfer_files", "aftd_transfer_errors", "aftd_queue_depth", "aftd_jobs_running",
         "aftd_outbox_depth", "aftd_report_delivery_failures", "aftd_reports_delivered",
         "aftd_secret_lookups", "aftd_secret_failures", "aftd_http_requests",
-        "aftd_http_request_duration_seconds", "aftd_build_info",
+        "aftd_http_request_duration_seconds", "aftd_build_info", "aftd_event_loop_blocked",
+        "aftd_event_loop_blocked_seconds",
     }  # fmt: skip
     assert expected <= set(found)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aftd.config import JobsConfig
+from aftd.daemon import SHUTDOWN_OVERHEAD_S
 
 MAX_EXPOSURE = 2.0
 INSTALLED_BINARY = "/opt/aftd/venv/bin/aftd"
@@ -100,9 +101,10 @@ def test_unit_matches_the_daemon_contract(repo_root: Path) -> None:
     assert d["CapabilityBoundingSet"] == [""]
     assert d["ProtectSystem"] == ["strict"]
     assert "/var/lib/aftd" in d["ReadWritePaths"][0].split()
-    # SIGKILL must not land inside the job drain: stop timeout exceeds the default grace.
+    # SIGKILL must not land inside the bounded shutdown: grace plus every later step.
     stop_s = float(d["TimeoutStopSec"][0].removesuffix("s"))
-    assert stop_s >= JobsConfig().shutdown_grace_s + 10
+    assert stop_s >= JobsConfig().shutdown_grace_s + SHUTDOWN_OVERHEAD_S
+    assert d["LimitCORE"] == ["0"]
     # The watchdog is pinged at half the interval; it must be a plain number of seconds.
     assert float(d["WatchdogSec"][0].removesuffix("s")) > 0
 

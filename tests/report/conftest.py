@@ -20,7 +20,6 @@ from aftd.report.outbox import Outbox  # noqa: E402
 from aftd.secrets.chain import SecretChain  # noqa: E402
 from aftd.secrets.config import SecretsConfig  # noqa: E402
 from aftd.secrets.env import EnvProvider  # noqa: E402
-from tests.fixtures.openbao import openbao  # noqa: E402, F401
 from tests.fixtures.orchestrator import Orchestrator  # noqa: E402
 from tests.report.helpers import FAST  # noqa: E402
 

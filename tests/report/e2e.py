@@ -67,12 +67,14 @@ async def daemon_for(make_daemon: Callable[..., Any], orch: Orchestrator, root: 
 
 
 async def wait_delivered(api: Api, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Poll ``GET /v1/jobs/{id}`` until its report is delivered (or abandoned)."""
+    """Poll ``GET /v1/jobs/{id}`` until the job has ended and its report is delivered (or
+    abandoned). Both: a report the script sent itself can be delivered before the job ends."""
     deadline = time.monotonic() + timeout
     while True:
         job = await api.job(job_id)
         report = job.get("report")
-        if report and report["state"] in ("delivered", "abandoned"):
+        ended = job["status"] in ("succeeded", "failed", "cancelled", "interrupted")
+        if ended and report and report["state"] in ("delivered", "abandoned"):
             return job
         if time.monotonic() > deadline:
             raise TimeoutError(f"report of {job_id} still {report}")

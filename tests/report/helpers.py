@@ -21,7 +21,7 @@ async def wait_report(box: Outbox, job_id: str, *states: str, attempts: int = 0,
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
-        rep = box.job_report(job_id)
+        rep = await box.job_report(job_id)
         if rep is not None and rep["state"] in states and rep["attempts"] >= attempts:
             return rep
         if loop.time() > end:

@@ -166,6 +166,8 @@ async def _claimed_and_held(make_daemon: MakeDaemon, orch: Orchestrator,
     api = Api(d)
     job_id = await _trigger(api, "gated", {"job_id": "o1", "gate": str(tmp_path / "gate")})
     await _wait_intent(api, job_id)
+    # The intent is recorded before the claim is sent: wait for the claim to arrive too.
+    await _wait_claimed(orch, "o1")
     return d, api, job_id
 
 
@@ -230,7 +232,10 @@ async def test_500_concurrent_workflows(make_daemon: MakeDaemon, orch: Orchestra
 
     try:
         ids = await asyncio.gather(*(one(i) for i in range(n)))
-        jobs = [await wait_delivered(api, j, timeout=120) for j in ids]
+        for j in ids:
+            await wait_delivered(api, j, timeout=120)
+        # The script submits its report before it returns: the job's own end may come later.
+        jobs = [await api.wait_job(j, timeout=120) for j in ids]
     finally:
         await api.close()
     assert [j["status"] for j in jobs] == ["succeeded"] * n

@@ -150,8 +150,8 @@ async def test_refused_claim_reports_nothing(orch: Orchestrator, make_job: MakeJ
         assert await claim_transfer_report(job, job_id="o1") == 1
     (event,) = [e for e in logs if e["event"] == "claim_failed"]
     assert event["status"] == status
-    assert box.job_report(job.id) is None
-    assert box.release_job(job.id) == 0
+    assert await box.job_report(job.id) is None
+    assert await box.release_job(job.id) == 0
     assert orch.report_attempts() == []
 
 
@@ -163,7 +163,7 @@ async def test_unreachable_claim_reports_nothing(orch: Orchestrator, make_job: M
     with pytest.raises(ClaimFailed, match="claim of job 'o1' failed"):
         async with claimed(job, job_id="o1"):
             raise AssertionError("the block must not run")
-    assert box.job_report(job.id) is None
+    assert await box.job_report(job.id) is None
 
 
 async def test_exception_in_block_reports_failed_and_propagates(

@@ -17,7 +17,7 @@ if _ROOT not in sys.path:
 
 from aftd.secrets.chain import SecretChain  # noqa: E402
 from aftd.secrets.config import SecretsConfig, VaultConfig  # noqa: E402
-from tests.fixtures.openbao import OpenBaoServer, openbao, openbao_private  # noqa: E402, F401
+from tests.fixtures.openbao import OpenBaoServer  # noqa: E402
 from tests.secrets.helpers import write_private  # noqa: E402
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aftd.configparse import Section
+from aftd.configmodel import Section
 from aftd.errors import ConfigError
 from aftd.secrets.config import parse_secrets_section
 
@@ -20,6 +20,7 @@ def test_defaults_without_tables() -> None:
     cfg = parse({})
     assert cfg.order == ("env",)
     assert cfg.cache_ttl_s == 30.0
+    assert (cfg.mask_ttl_s, cfg.mask_max_values) == (86400.0, 4096)
     assert cfg.vault is None
     assert cfg.file is None
 
@@ -65,6 +66,9 @@ def test_full_vault_table() -> None:
     ({"order": ["env", "s3"]}, "secrets.order[1]", "unknown provider"),
     ({"order": ["env", "env"]}, "secrets.order[1]", "twice"),
     ({"cache_ttl_s": -1}, "secrets.cache_ttl_s", ">= 0"),
+    ({"mask_ttl_s": 10}, "secrets.mask_ttl_s", ">= 60"),
+    ({"cache_ttl_s": 600, "mask_ttl_s": 300}, "secrets.mask_ttl_s", "at least cache_ttl_s"),
+    ({"mask_max_values": 0}, "secrets.mask_max_values", ">= 16"),
 ])
 def test_errors_name_the_key(data: dict[str, Any], key: str, reason: str) -> None:
     with pytest.raises(ConfigError) as info:

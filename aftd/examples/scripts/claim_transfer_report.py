@@ -13,12 +13,10 @@ transfer failed. A claim that fails reports nothing: nothing was claimed.
 
 from __future__ import annotations
 
-from typing import Any
-
-from aftd.report.workflow import claim_transfer_report
+from aftd.script import Job, claim_transfer_report
 
 SCRIPT_NAME = "claim-transfer-report"
 
 
-async def main(job: Any) -> int:
+async def main(job: Job) -> int:
     return await claim_transfer_report(job, job_id=job.params["job_id"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from aftd.script import Job
+
 SCRIPT_NAME = "Hello"
 
 
-async def main(job):  # type: ignore[no-untyped-def]
+async def main(job: Job) -> int:
     name = job.params.get("name", "world")
     job.log.info("hello", greeting=f"Hello, {name}!")
     seconds = float(job.params.get("sleep", 0))

@@ -1,0 +1,73 @@
+"""The bundled claim-transfer-report workflow through the daemon with an FTPS source: vsftpd
+(TLS required, TLS session reuse required on data connections) → SFTP (OpenSSH's sshd)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.daemon import Api
+from tests.fixtures.ftp import FtpServer
+from tests.fixtures.orchestrator import Orchestrator
+from tests.fixtures.sshd import SshdServer, start_sshd
+from tests.report.e2e import BUNDLED, wait_delivered
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SshdServer]:
+    srv = start_sshd(tmp_path / "sshd")
+    yield srv
+    srv.kill()
+
+
+def _table(name: str, options: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return str(v) if isinstance(v, int) else f'"{v}"'
+
+    return f"[vfs.{name}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in options.items())
+
+
+async def test_ftps_to_sftp_through_the_daemon(
+        make_daemon: Callable[..., Any], orch: Orchestrator, vsftpd: FtpServer,
+        sshd: SshdServer, tmp_path: Path) -> None:
+    outbound = f"outbound-{tmp_path.name}"
+    payload = os.urandom(3 << 20)
+    vsftpd.write(f"{outbound}/batch-9.bin", payload)
+    os.utime(vsftpd.root / outbound / "batch-9.bin", (1_650_000_000, 1_650_000_000))
+    (sshd.root / "inbound").mkdir(exist_ok=True)
+    d = await make_daemon(
+        scripts={"claim_transfer_report": BUNDLED},
+        extra_config="\n".join([
+            _table("partner_ftps", vsftpd.vfs_options(root=f"/{outbound}")),
+            _table("archive", sshd.vfs_options())]),
+        env={"AFTD_SECRET_ORCH_API_URL": orch.url, "AFTD_SECRET_ORCH_API_TOKEN": orch.token,
+             "AFTD_SECRET_VSFTPD_PASSWORD": vsftpd.password,
+             "AFTD_SECRET_SSHD_KEY": sshd.user_key_text})
+    orch.add_job("ftps-1", {"sourceVfs": "partner_ftps", "sourcePath": "batch-9.bin",
+                            "destVfs": "archive", "destDir": "inbound"})
+    api = Api(d)
+    try:
+        status, body = await api.trigger("claim_transfer_report",
+                                         [{"name": "job_id", "value": "ftps-1"}])
+        assert status == 201, body
+        job = await api.wait_job(body["jobId"])
+        assert (job["status"], job["exitCode"]) == ("succeeded", 0), job
+        job = await wait_delivered(api, body["jobId"])
+    finally:
+        await api.close()
+    out = sshd.root / "inbound" / "batch-9.bin"
+    assert out.read_bytes() == payload
+    assert out.stat().st_mtime == 1_650_000_000
+    assert job["progress"]["bytesDone"] == len(payload)
+    assert orch.reports("ftps-1") == [{"jobId": "ftps-1", "status": "completed",
+                                       "agent": "aftd"}]
+    logs = d.logs()
+    assert "ftp_connected" in logs
+    assert vsftpd.password not in logs
+    assert orch.token not in logs
