@@ -1,22 +1,19 @@
 """``sftp``: a directory tree on an SSH server, through pooled asyncssh connections.
 
-Throughput comes from pipelining: a reader keeps ``requests_in_flight`` read requests of
-``block_size`` bytes outstanding, a writer as many writes, so round trips never idle the link.
-Requests are at most 261,120 bytes because OpenSSH's sftp-server refuses larger ones.
+Throughput comes from pipelining (:mod:`aftd.vfs.sftp_pipe`); errors are translated by
+:mod:`aftd.vfs.sftp_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import posixpath
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import asyncssh
 
-from aftd.errors import TransferError
 from aftd.secrets.base import SecretResolver
 from aftd.vfs import sftp_fastpath
 from aftd.vfs.base import (
@@ -24,10 +21,8 @@ from aftd.vfs.base import (
     FileInfo,
     PathEscapeError,
     PathExistsError,
-    PathNotFoundError,
     ReadStream,
     StreamDigests,
-    TransientError,
     Vfs,
     WriteStream,
     fail,
@@ -36,16 +31,13 @@ from aftd.vfs.config import VfsConfig
 from aftd.vfs.paths import join, normalize, to_abs
 from aftd.vfs.sftp_auto import RttMeter, requests_in_flight, stream_count
 from aftd.vfs.sftp_conn import SftpPool
+from aftd.vfs.sftp_errors import ERRORS, LOST, translate
 from aftd.vfs.sftp_hash import RemoteHasher
+from aftd.vfs.sftp_pipe import PipelinedReader, PipelinedWriter, close_quietly
 
 __all__ = ["SftpVfs", "create"]
 
 T = TypeVar("T")
-_LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.ConnectionLost,
-         asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError,
-         ConnectionError)
-# Everything :func:`_translate` turns into a TransferError.
-_ERRORS = (*_LOST, asyncssh.SFTPError, OSError)
 
 
 # Kinds a tree copy handles; FIFOs, sockets and devices are reported and skipped. UNKNOWN is
@@ -115,9 +107,9 @@ class SftpVfs(Vfs):
             try:
                 async with self.pool.session() as sftp:
                     return await fn(sftp)
-            except _ERRORS as exc:
-                error = _translate(self, rel, exc)
-                if attempt == 2 or not isinstance(exc, _LOST):
+            except ERRORS as exc:
+                error = translate(self, rel, exc)
+                if attempt == 2 or not isinstance(exc, LOST):
                     raise error from None
         raise AssertionError("unreachable")
 
@@ -149,8 +141,8 @@ class SftpVfs(Vfs):
                 async for n in sftp.scandir(full):
                     if isinstance(n.filename, str) and n.filename not in (".", ".."):
                         yield _info(join(rel, n.filename), n.attrs)
-        except _ERRORS as exc:
-            raise _translate(self, rel, exc) from None
+        except ERRORS as exc:
+            raise translate(self, rel, exc) from None
 
     async def follow_link(self, path: str) -> FileInfo:
         """The target of a link, refused when the server resolves it outside the root."""
@@ -230,9 +222,9 @@ class SftpVfs(Vfs):
             try:
                 with self.rtt.timer():
                     f = await sftp.open(full, "rb", block_size=0)
-            except _ERRORS as exc:
-                raise _translate(self, rel, exc) from None
-            reader = _PipelinedReader(self, rel, f, offset)
+            except ERRORS as exc:
+                raise translate(self, rel, exc) from None
+            reader = PipelinedReader(self, rel, f, offset)
             try:
                 await reader.start()
                 yield reader
@@ -241,7 +233,7 @@ class SftpVfs(Vfs):
                 self._close_later(f)
 
     def _close_later(self, f: asyncssh.SFTPClientFile) -> None:
-        task = asyncio.ensure_future(_close_quietly(f))
+        task = asyncio.ensure_future(close_quietly(f))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -251,7 +243,7 @@ class SftpVfs(Vfs):
                          ) -> AsyncIterator[WriteStream]:
         rel, full = await self._abs(path)
         async with self._open(rel, full, "r+b" if offset else "wb", truncate=offset) as (f, _):
-            writer = _PipelinedWriter(self, rel, f, offset)
+            writer = PipelinedWriter(self, rel, f, offset)
             try:
                 yield writer
             except BaseException:
@@ -265,7 +257,7 @@ class SftpVfs(Vfs):
         (``r+b``): several of these fill one temporary file at once."""
         rel, full = await self._abs(path)
         async with self._open(rel, full, "r+b") as (f, _):
-            writer = _PipelinedWriter(self, rel, f, offset)
+            writer = PipelinedWriter(self, rel, f, offset)
             try:
                 yield writer
             except BaseException:
@@ -288,166 +280,13 @@ class SftpVfs(Vfs):
         async with self.pool.session() as sftp:  # the lease keeps the channel counted as busy
             try:
                 f, size = await op(sftp)
-            except _ERRORS as exc:
-                raise _translate(self, rel, exc) from None
+            except ERRORS as exc:
+                raise translate(self, rel, exc) from None
             try:
                 yield f, size
             finally:
                 with suppress(asyncssh.Error, OSError):
                     await f.close()
-
-
-class _PipelinedReader:
-    """Keeps up to ``requests_in_flight`` reads outstanding, returns them in order.
-
-    Reads stop at the size the file had when opened (bytes appended later are not copied;
-    a file that shrank ends early and the copy engine reports it as changed).
-    """
-
-    mtime = None  # stat has it
-
-    def __init__(self, vfs: SftpVfs, rel: str, f: asyncssh.SFTPClientFile, offset: int,
-                 ) -> None:
-        self.vfs, self.rel, self.f, self.size = vfs, rel, f, 0
-        self.next_off = self.pos = offset
-        self.bs: int = vfs.opts["block_size"]
-        self.depth = vfs.depth()
-        self.pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
-
-    async def start(self) -> None:
-        """Learn the size (fstat) with the first block already asked for: the two go out
-        together, so a file of up to one block costs one round trip after the open."""
-        self.pending.append((self.bs, asyncio.ensure_future(self.f.read(self.bs, self.pos))))
-        self.next_off += self.bs
-        try:
-            attrs = await self.f.stat()
-        except _ERRORS as exc:
-            raise _translate(self.vfs, self.rel, exc) from None
-        self.size = attrs.size or 0
-
-    def limit(self, end: int) -> None:
-        """Stop at ``end`` (a ranged stream reads its range only, no read-ahead beyond)."""
-        self.size = min(self.size, end)
-
-    def _fill(self) -> None:
-        while len(self.pending) < self.depth and self.next_off < self.size:
-            n = min(self.bs, self.size - self.next_off)
-            fut = asyncio.ensure_future(self.f.read(n, self.next_off))
-            self.pending.append((n, fut))
-            self.next_off += n
-
-    async def read(self) -> bytes:
-        self._fill()
-        if not self.pending or self.pos >= self.size:  # the size seen at open is the snapshot
-            await self.cancel()
-            return b""
-        n, fut = self.pending.popleft()
-        data = await self._guard(fut)
-        want = min(n, self.size - self.pos)  # the first block was asked for before the size
-        if len(data) > want:  # grew since the fstat, or limited to a range: not ours to copy
-            data = data[:want]
-        elif len(data) != want:  # short read or shrunk file: re-plan from where we are
-            await self.cancel()
-            self.size = self.pos + len(data) if not data else self.size
-            self.next_off = self.pos + len(data)
-        self.pos += len(data)
-        return data
-
-    async def _guard(self, aw: Awaitable[bytes]) -> bytes:
-        try:
-            return await aw
-        except _ERRORS as exc:
-            raise _translate(self.vfs, self.rel, exc) from None
-
-    async def cancel(self) -> None:
-        await _cancel_all(fut for _, fut in self.pending)
-        self.pending.clear()
-
-
-class _PipelinedWriter:
-    """Keeps up to ``requests_in_flight`` writes outstanding; tracks the acknowledged prefix."""
-
-    receipt = None  # SFTP acknowledges writes, not contents: verify_stored asks the server
-
-    def __init__(self, vfs: SftpVfs, rel: str, f: asyncssh.SFTPClientFile, offset: int) -> None:
-        self.vfs, self.rel, self.f = vfs, rel, f
-        self.off = self._confirmed = offset
-        self.bs: int = vfs.opts["block_size"]
-        self.depth = vfs.depth(writing=True)
-        self.pending: deque[tuple[int, asyncio.Future[Any]]] = deque()
-
-    @property
-    def confirmed(self) -> int:
-        return self._confirmed
-
-    async def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        for start in range(0, len(view), self.bs):
-            piece = view[start:start + self.bs]
-            while len(self.pending) >= self.depth:
-                await self._settle_oldest()
-            # asyncssh builds the request from any bytes-like object: no copy of the slice here.
-            fut = asyncio.ensure_future(self.f.write(piece, self.off))  # type: ignore[type-var]
-            self.off += len(piece)
-            self.pending.append((self.off, fut))
-
-    async def _settle_oldest(self) -> None:
-        end, fut = self.pending[0]
-        try:
-            await fut
-        except _ERRORS as exc:
-            raise _translate(self.vfs, self.rel, exc) from None
-        self.pending.popleft()
-        self._confirmed = end
-
-    async def flush(self) -> None:
-        try:
-            while self.pending:
-                await self._settle_oldest()
-        except BaseException:
-            await self.cancel()
-            raise
-
-    async def finish(self, mtime: float | None) -> int:
-        """Send set-mtime, stat and close right behind the last writes; one round trip for all.
-
-        No waiting for the writes first: the SFTP protocol has a server process requests about
-        the same file in the order they arrive (filexfer drafts, "Request Synchronization and
-        Reordering"), and they arrive in the order they were sent: asyncssh sends each request
-        from its task's first step, and tasks start in the order they were created, the writes'
-        first. The stat therefore sees every write; a failed write is raised from here all
-        the same (and the caller never publishes the file).
-        """
-        set_time = self.f.utime((mtime, mtime)) if mtime is not None else asyncio.sleep(0)
-        tail = asyncio.gather(set_time, self.f.stat(), self.f.close())
-        try:
-            await self.flush()
-            _, attrs, _ = await tail
-        except BaseException as exc:
-            tail.cancel()
-            with suppress(BaseException):
-                await tail
-            if isinstance(exc, _ERRORS):
-                raise _translate(self.vfs, self.rel, exc) from None
-            raise
-        return int(attrs.size or 0)
-
-    async def cancel(self) -> None:
-        await _cancel_all(fut for _, fut in self.pending)
-        self.pending.clear()
-
-
-async def _close_quietly(f: asyncssh.SFTPClientFile) -> None:
-    with suppress(asyncssh.Error, OSError):
-        await f.close()
-
-
-async def _cancel_all(futs: Any) -> None:
-    futs = list(futs)
-    for fut in futs:
-        fut.cancel()
-    # Retrieve outcomes so no "exception never retrieved" warning escapes.
-    await asyncio.gather(*futs, return_exceptions=True)
 
 
 async def _makedirs(s: asyncssh.SFTPClient, full: str) -> None:
@@ -487,26 +326,6 @@ def _info(rel: str, attrs: asyncssh.SFTPAttrs) -> FileInfo:
 def _under(path: str, root: str) -> bool:
     root = root.rstrip("/")
     return path == root or path.startswith(root + "/") or root == ""
-
-
-def _translate(vfs: SftpVfs, rel: str, exc: BaseException) -> TransferError:
-    """The error a script sees for what asyncssh or the socket raised; a lost connection is
-    also dropped from the pool, and is worth retrying (:class:`TransientError`)."""
-    if isinstance(exc, _LOST):
-        vfs.pool.discard_dead()
-        return fail(TransientError, vfs.name, rel, f"connection lost: {exc}")
-    return _sftp_error(vfs.name, rel, exc)
-
-
-def _sftp_error(vfs: str, rel: str, exc: BaseException) -> TransferError:
-    if isinstance(exc, asyncssh.SFTPNoSuchFile | FileNotFoundError):
-        return fail(PathNotFoundError, vfs, rel, "no such file or directory")
-    if isinstance(exc, asyncssh.SFTPFileAlreadyExists | FileExistsError):
-        return fail(PathExistsError, vfs, rel, "already exists")
-    if isinstance(exc, asyncssh.SFTPPermissionDenied | PermissionError):
-        return fail(TransferError, vfs, rel, "permission denied")
-    reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
-    return fail(TransferError, vfs, rel, reason)
 
 
 def create(cfg: VfsConfig, secrets: SecretResolver) -> SftpVfs:
