@@ -242,21 +242,24 @@ class SftpVfs(Vfs):
                          size: int | None = None, verify: bool = False,
                          ) -> AsyncIterator[WriteStream]:
         rel, full = await self._abs(path)
-        async with self._open(rel, full, "r+b" if offset else "wb", truncate=offset) as (f, _):
-            writer = PipelinedWriter(self, rel, f, offset)
-            try:
-                yield writer
-            except BaseException:
-                await writer.cancel()
-                raise
-            await writer.flush()
+        async with self._writer(rel, full, "r+b" if offset else "wb", offset,
+                                truncate=offset) as writer:
+            yield writer
 
     @asynccontextmanager
     async def open_write_range(self, path: str, offset: int) -> AsyncIterator[WriteStream]:
         """Write into the existing file from ``offset`` on a session of its own, no truncation
         (``r+b``): several of these fill one temporary file at once."""
         rel, full = await self._abs(path)
-        async with self._open(rel, full, "r+b") as (f, _):
+        async with self._writer(rel, full, "r+b", offset) as writer:
+            yield writer
+
+    @asynccontextmanager
+    async def _writer(self, rel: str, full: str, mode: str, offset: int, *, truncate: int = 0,
+                      ) -> AsyncIterator[PipelinedWriter]:
+        """A pipelined writer from ``offset``: flushed when the block ends, cancelled when it
+        raises."""
+        async with self._open(rel, full, mode, truncate=truncate) as (f, _):
             writer = PipelinedWriter(self, rel, f, offset)
             try:
                 yield writer
