@@ -7,10 +7,7 @@ transfers stream through bounded hand-overs (:mod:`aftd.vfs.ftp_stream`).
 
 Paths are confined like every backend's (README, "Invariants"): relative to the root, ``..``
 may not climb out, absolute paths only under the root. FTP adds its own hazards, refused before
-anything is sent: CR or LF in a name would end the command and start another (command
-injection), and backslashes or percent-encoded separators (``%2F``, ``%5C``) are separators to
-some servers. Names a server lists that hold a separator, CR/LF, or are ``.``/``..`` are left
-out of listings.
+anything is sent (:mod:`aftd.vfs.ftp_names`).
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import ftplib
 import posixpath
-import re
 import secrets as pysecrets
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -34,47 +30,29 @@ from aftd.vfs.base import (
     VERIFIED_REMOTE_SHA256,
     Features,
     FileInfo,
-    PathEscapeError,
     PathExistsError,
     PathNotFoundError,
     ReadStream,
     StreamDigests,
-    TransientError,
     Vfs,
     WriteStream,
     fail,
     mismatch,
 )
 from aftd.vfs.config import VfsConfig
-from aftd.vfs.ftp_client import CONNECTION_ERRORS, FtpClient, PassiveAddressError
+from aftd.vfs.ftp_client import CONNECTION_ERRORS, FtpClient
+from aftd.vfs.ftp_errors import ftp_error
 from aftd.vfs.ftp_links import LinkMap
-from aftd.vfs.ftp_list import Entry, UnparsedLine
+from aftd.vfs.ftp_list import Entry
+from aftd.vfs.ftp_names import refuse_unsafe, safe_name
 from aftd.vfs.ftp_pool import FtpPool
 from aftd.vfs.ftp_stream import FtpReader, FtpWriter, Opener
 from aftd.vfs.paths import join, normalize, parent, to_abs
 
-__all__ = ["FtpVfs", "create", "refuse_unsafe"]
+__all__ = ["FtpVfs", "create"]
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
-_ENCODED_SEPARATOR = re.compile(r"%(2f|5c)", re.IGNORECASE)
-
-
-def refuse_unsafe(vfs: str, path: object) -> None:
-    """Refuse what FTP would misread; raises :class:`PathEscapeError`."""
-    if not isinstance(path, str):
-        return  # normalize() names the type
-    if "\r" in path or "\n" in path:
-        raise fail(PathEscapeError, vfs, path, "path contains CR or LF (FTP command injection)")
-    if "\\" in path:
-        raise fail(PathEscapeError, vfs, path, "path contains a backslash")
-    if _ENCODED_SEPARATOR.search(path):
-        raise fail(PathEscapeError, vfs, path, "path contains an encoded separator (%2F or %5C)")
-
-
-def _safe_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not any(
-        ch in name for ch in ("/", "\\", "\r", "\n", "\x00"))
 
 
 class FtpVfs(Vfs):
@@ -124,30 +102,7 @@ class FtpVfs(Vfs):
         raise AssertionError("unreachable")
 
     def _error(self, rel: str, exc: BaseException) -> TransferError:
-        """What a script sees for what the server or the connection did."""
-        if isinstance(exc, TransferError):
-            return exc
-        if isinstance(exc, ops.RootMissing):
-            return fail(PathNotFoundError, self.name, rel, f"the VFS root {exc} does not exist")
-        if isinstance(exc, ops.NotFound):
-            return fail(PathNotFoundError, self.name, rel, "no such file or directory")
-        if isinstance(exc, ops.TargetExists):
-            return fail(PathExistsError, self.name, rel, "target exists")
-        if isinstance(exc, ops.Refused | PassiveAddressError | UnparsedLine):
-            return fail(TransferError, self.name, rel, str(exc))
-        if isinstance(exc, ftplib.error_temp):
-            cls = TransferError if str(exc)[:3] in ("452", "552") else TransientError
-            return fail(cls, self.name, rel, f"the server answered {exc}")
-        if isinstance(exc, ftplib.error_perm):
-            hint = ("; the server requires TLS session reuse on data connections"
-                    if str(exc).startswith("522") else "")
-            return fail(TransferError, self.name, rel, f"the server refused: {exc}{hint}")
-        if isinstance(exc, CONNECTION_ERRORS):
-            reason = str(exc) or type(exc).__name__
-            return fail(TransientError, self.name, rel, f"connection lost: {reason}")
-        if isinstance(exc, ValueError):
-            return fail(PathEscapeError, self.name, rel, str(exc))
-        return fail(TransferError, self.name, rel, f"{type(exc).__name__}: {exc}")
+        return ftp_error(self.name, rel, exc)
 
     async def _open_error(self, rel: str, exc: BaseException, *, writing: bool) -> TransferError:
         """A refused RETR/STOR: tell a missing file (or directory) from other refusals."""
@@ -180,7 +135,7 @@ class FtpVfs(Vfs):
         rel, full = await self._abs(path)
         out = []
         for e in await self._call(rel, ops.list_dir, full):
-            if not _safe_name(e.name):
+            if not safe_name(e.name):
                 log.warning("ftp_listing_name_refused", vfs=self.name, path=rel, name=e.name)
                 continue
             child = join(rel, e.name)

@@ -11,10 +11,10 @@ from aftd.configmodel import Section
 from aftd.errors import ConfigError, TransferError
 from aftd.vfs.base import PathEscapeError
 from aftd.vfs.config import parse_vfs_section
-from aftd.vfs.ftp import refuse_unsafe
 from aftd.vfs.ftp_client import format_mdtm, parse_features, parse_mdtm
 from aftd.vfs.ftp_links import LinkMap
 from aftd.vfs.ftp_list import Entry, UnparsedLine, parse_list, parse_list_line, parse_mlsx_line
+from aftd.vfs.ftp_names import refuse_unsafe
 
 FTP = {"type": "ftp", "host": "ftp.example.net", "user": "transfer",
        "password_secret": "partner-ftp-password"}
