@@ -250,14 +250,8 @@ class FtpVfs(Vfs):
             async with self.pool.lease() as conn:
                 reader = FtpReader(self.pool, conn, opener, self.opts["block_size"],
                                    lambda exc: self._error(rel, exc))
-                try:
-                    await reader.start()
-                except CONNECTION_ERRORS as exc:
-                    if attempt == 1:
-                        continue
-                    raise self._error(rel, exc) from None
-                except Exception as exc:
-                    raise await self._open_error(rel, exc, writing=False) from None
+                if not await self._started(reader, rel, last=attempt == 2, writing=False):
+                    continue
                 try:
                     yield reader
                 finally:
@@ -269,18 +263,8 @@ class FtpVfs(Vfs):
         """The file from ``offset`` into ``sink`` on the connection's pool thread (a download
         to local disk: the copy engine's sink writes each chunk in place)."""
         rel, full = await self._abs(path)
-        async with self.pool.lease() as conn:
-            try:
-                return await self.pool.run(conn, ops.retr_to_sink, full, offset,
-                                           self.opts["block_size"], sink)
-            except TransferError:  # the sink's own (a local write failed): the transfer is cut
-                conn.broken = True
-                raise
-            except CONNECTION_ERRORS as exc:
-                raise self._error(rel, exc) from None
-            except Exception as exc:
-                conn.broken = True
-                raise await self._open_error(rel, exc, writing=False) from None
+        return await self._whole_transfer(rel, False, ops.retr_to_sink, full, offset,
+                                          self.opts["block_size"], sink)
 
     @asynccontextmanager
     async def open_write(self, path: str, offset: int = 0, *, mtime: float | None = None,
@@ -308,20 +292,41 @@ class FtpVfs(Vfs):
         rel, full = await self._abs(path)
         async with AsyncExitStack() as stack:
             opener = await self._write_opener(stack, rel, full, offset)
-            async with self.pool.lease() as conn:
-                try:
-                    return await self.pool.run(
-                        conn, ops.stor_from_source, opener, offset, self.opts["block_size"],
-                        source, self._tail(rel, full), mtime)
-                except TransferError:  # the source's own (a local read failed)
-                    conn.broken = True
-                    raise
-                except CONNECTION_ERRORS as exc:
-                    raise self._error(rel, exc) from None
-                except Exception as exc:
-                    conn.broken = True
-                    raise await self._open_error(rel, exc, writing=True) from None
+            return await self._whole_transfer(rel, True, ops.stor_from_source, opener, offset,
+                                              self.opts["block_size"], source,
+                                              self._tail(rel, full), mtime)
         raise AssertionError("unreachable")
+
+    async def _whole_transfer(self, rel: str, writing: bool, fn: Callable[..., int],
+                              *args: Any) -> int:
+        """One whole blocking transfer (``fn``) on a leased connection's pool thread. A
+        TransferError is the sink's or source's own (local disk failed): the transfer is cut,
+        and with it the connection."""
+        async with self.pool.lease() as conn:
+            try:
+                return await self.pool.run(conn, fn, *args)
+            except TransferError:
+                conn.broken = True
+                raise
+            except CONNECTION_ERRORS as exc:
+                raise self._error(rel, exc) from None
+            except Exception as exc:
+                conn.broken = True
+                raise await self._open_error(rel, exc, writing=writing) from None
+
+    async def _started(self, stream: FtpReader | FtpWriter, rel: str, *, last: bool,
+                       writing: bool) -> bool:
+        """Start ``stream``'s transfer; False when its connection turned out dead and another
+        try is due (not after the ``last``)."""
+        try:
+            await stream.start()
+        except CONNECTION_ERRORS as exc:
+            if not last:
+                return False
+            raise self._error(rel, exc) from None
+        except Exception as exc:
+            raise await self._open_error(rel, exc, writing=writing) from None
+        return True
 
     async def _start_writer(self, stack: AsyncExitStack, rel: str, full: str, offset: int,
                             opener: Opener) -> FtpWriter:
@@ -330,14 +335,8 @@ class FtpVfs(Vfs):
                 conn = await tries.enter_async_context(self.pool.lease())
                 writer = FtpWriter(self.pool, conn, opener, offset, self._tail(rel, full),
                                    lambda exc: self._error(rel, exc))
-                try:
-                    await writer.start()
-                except CONNECTION_ERRORS as exc:
-                    if attempt == 1:
-                        continue
-                    raise self._error(rel, exc) from None
-                except Exception as exc:
-                    raise await self._open_error(rel, exc, writing=True) from None
+                if not await self._started(writer, rel, last=attempt == 2, writing=True):
+                    continue
                 stack.push_async_exit(tries.pop_all())
                 return writer
         raise AssertionError("unreachable")
