@@ -29,9 +29,7 @@ from aftd.vfs.base import (
     VERIFIED_READ_BACK,
     Features,
     FileInfo,
-    PathEscapeError,
     PathExistsError,
-    PathNotFoundError,
     ReadStream,
     StreamDigests,
     Vfs,
@@ -40,7 +38,9 @@ from aftd.vfs.base import (
     mismatch,
 )
 from aftd.vfs.config import VfsConfig
-from aftd.vfs.confine import EscapeError, Resolver
+from aftd.vfs.confine import Resolver
+from aftd.vfs.local_errors import os_error
+from aftd.vfs.local_streams import LocalReader, LocalWriter
 from aftd.vfs.paths import join, normalize
 
 __all__ = ["LocalVfs", "create"]
@@ -98,7 +98,7 @@ class LocalVfs(Vfs):
         except TransferError:
             raise
         except OSError as exc:
-            raise _os_error(self.name, rel, exc) from None
+            raise os_error(self.name, rel, exc) from None
 
     async def _run_open(self, rel: str, fn: Callable[[str], T], fd_of: Callable[[T], int]) -> T:
         """:meth:`_run` for a call that opens a descriptor: if the caller is cancelled while
@@ -110,7 +110,7 @@ class LocalVfs(Vfs):
             fut.add_done_callback(lambda f: _close_result(f, fd_of))
             raise
         except OSError as exc:
-            raise _os_error(self.name, rel, exc) from None
+            raise os_error(self.name, rel, exc) from None
 
     # -- descriptors (also used by the copy engine's kernel copy, on a file_io thread) -----
     def reader_fd(self, path: str) -> tuple[int, int]:
@@ -119,7 +119,7 @@ class LocalVfs(Vfs):
         try:
             fd = self._open(rel, _READ)
         except OSError as exc:
-            raise _os_error(self.name, rel, exc) from None
+            raise os_error(self.name, rel, exc) from None
         return fd, self._regular(fd, rel).st_size
 
     def writer_fd(self, path: str, *, exclusive: bool = False) -> int:
@@ -128,7 +128,7 @@ class LocalVfs(Vfs):
         try:
             fd = self._open(rel, _WRITE | (os.O_EXCL if exclusive else 0), follow=False)
         except OSError as exc:
-            raise _os_error(self.name, rel, exc) from None
+            raise os_error(self.name, rel, exc) from None
         self._regular(fd, rel)
         return fd
 
@@ -230,7 +230,7 @@ class LocalVfs(Vfs):
                 try:
                     dfd, dname = self._parent(d)
                 except OSError as exc:
-                    raise _os_error(self.name, d, exc) from None
+                    raise os_error(self.name, d, exc) from None
                 try:
                     self._rename_at(sfd, sname, dfd, dname, d, overwrite)
                 finally:
@@ -286,7 +286,7 @@ class LocalVfs(Vfs):
         rel = self.rel(path)
         fd, size = await self._run_open(rel, self.reader_fd, lambda r: r[0])
         try:
-            yield _LocalReader(self, rel, fd, offset, size)
+            yield LocalReader(self, rel, fd, offset, size)
         finally:
             os.close(fd)
 
@@ -309,7 +309,7 @@ class LocalVfs(Vfs):
 
         fd = await self._run_open(rel, op, lambda r: r)
         try:
-            writer = _LocalWriter(self, rel, fd, offset)
+            writer = LocalWriter(self, rel, fd, offset)
             yield writer
             await writer.flush()
         finally:
@@ -321,100 +321,11 @@ class LocalVfs(Vfs):
         rel = self.rel(path)
         fd = await self._run_open(rel, self.writer_fd, lambda r: r)
         try:
-            writer = _LocalWriter(self, rel, fd, offset)
+            writer = LocalWriter(self, rel, fd, offset)
             yield writer
             await writer.flush()
         finally:
             os.close(fd)
-
-
-class _LocalReader:
-    """Reads up to the size seen at open (the snapshot we copy), like the SFTP reader."""
-
-    mtime = None  # stat has it
-
-    def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int, size: int) -> None:
-        self.vfs, self.rel, self.fd, self.offset, self.size = vfs, rel, fd, offset, size
-
-    def limit(self, end: int) -> None:
-        """Stop at ``end`` (a ranged stream reads its range only)."""
-        self.size = min(self.size, end)
-
-    async def read(self) -> bytes:
-        want = min(self.vfs.chunk_size, self.size - self.offset)
-        if want <= 0:
-            return b""  # no thread hop just to learn about end of file
-        try:
-            data = await executors.run(executors.FILE_IO, os.pread, self.fd, want, self.offset)
-        except OSError as exc:
-            raise _os_error(self.vfs.name, self.rel, exc) from None
-        self.offset += len(data)
-        return data
-
-
-class _LocalWriter:
-    """Gathers small chunks (an SFTP reader yields ~255 KiB) into one pwritev per chunk_size,
-    so a download pays one thread hand-off per MiB rather than four, without copying."""
-
-    receipt = None  # verify_stored reads the file back
-
-    def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int) -> None:
-        self.vfs, self.rel, self.fd, self.offset = vfs, rel, fd, offset
-        self.pending: list[bytes] = []
-        self.pending_len = 0
-
-    @property
-    def confirmed(self) -> int:
-        return self.offset
-
-    async def write(self, data: bytes) -> None:
-        self.pending.append(data)
-        self.pending_len += len(data)
-        if self.pending_len >= self.vfs.chunk_size:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if not self.pending:
-            return
-        bufs, n = self.pending, self.pending_len
-        self.pending, self.pending_len = [], 0
-        try:
-            await executors.run(executors.FILE_IO, _pwritev_all, self.fd, bufs, self.offset)
-        except OSError as exc:
-            raise _os_error(self.vfs.name, self.rel, exc) from None
-        self.offset += n
-
-    async def finish(self, mtime: float | None) -> int:
-        """The last bytes, the mtime and the size in one thread hand-off (a small file's
-        whole write, in a tree of thousands)."""
-        bufs, n = self.pending, self.pending_len
-        self.pending, self.pending_len = [], 0
-
-        def op() -> int:
-            if bufs:
-                _pwritev_all(self.fd, bufs, self.offset)
-            if mtime is not None:
-                os.utime(self.fd, (mtime, mtime))
-            return os.fstat(self.fd).st_size
-
-        try:
-            size = await executors.run(executors.FILE_IO, op)
-        except OSError as exc:
-            raise _os_error(self.vfs.name, self.rel, exc) from None
-        self.offset += n
-        return size
-
-
-def _pwritev_all(fd: int, bufs: list[bytes], offset: int) -> None:
-    views = [memoryview(b) for b in bufs if b]
-    while views:
-        n = os.pwritev(fd, views, offset)
-        offset += n
-        while views and n >= len(views[0]):  # drop what was written, keep a partial remainder
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
 
 
 def sha256_fd(fd: int) -> str:
@@ -442,23 +353,6 @@ def _info(rel: str, st: os.stat_result) -> FileInfo:
                     mode=statmod.S_IMODE(mode), is_link=statmod.S_ISLNK(mode),
                     special=not (statmod.S_ISREG(mode) or statmod.S_ISDIR(mode)
                                  or statmod.S_ISLNK(mode)))
-
-
-def _os_error(vfs: str, rel: str, exc: OSError) -> TransferError:
-    if isinstance(exc, EscapeError):
-        return fail(PathEscapeError, vfs, rel, exc.strerror or "path leaves the VFS root")
-    if isinstance(exc, FileNotFoundError):
-        return fail(PathNotFoundError, vfs, rel, "no such file or directory")
-    if isinstance(exc, FileExistsError):
-        return fail(PathExistsError, vfs, rel, "already exists")
-    if exc.errno == errno.ELOOP:
-        return fail(PathEscapeError, vfs, rel,
-                    "is a symlink where none is allowed, or too many levels of symlinks")
-    if exc.errno == errno.ENXIO:  # O_WRONLY|O_NONBLOCK on a FIFO nobody reads
-        return fail(TransferError, vfs, rel, "is not a regular file (a FIFO or a device)")
-    if exc.errno == errno.EXDEV:  # openat2 refused a step out of the root
-        return fail(PathEscapeError, vfs, rel, "a symlink leads outside the VFS root")
-    return fail(TransferError, vfs, rel, exc.strerror or type(exc).__name__)
 
 
 def create(cfg: VfsConfig) -> LocalVfs:
