@@ -308,18 +308,20 @@ class LocalVfs(Vfs):
             return fd
 
         fd = await self._run_open(rel, op, lambda r: r)
-        try:
-            writer = LocalWriter(self, rel, fd, offset)
+        async with self._writer(rel, fd, offset) as writer:
             yield writer
-            await writer.flush()
-        finally:
-            os.close(fd)
 
     @asynccontextmanager
     async def open_write_range(self, path: str, offset: int) -> AsyncIterator[WriteStream]:
         """Write into the existing file from ``offset``; never truncates (ranged streams)."""
         rel = self.rel(path)
         fd = await self._run_open(rel, self.writer_fd, lambda r: r)
+        async with self._writer(rel, fd, offset) as writer:
+            yield writer
+
+    @asynccontextmanager
+    async def _writer(self, rel: str, fd: int, offset: int) -> AsyncIterator[LocalWriter]:
+        """A writer on ``fd`` from ``offset``, flushed when the block ends; ``fd`` is closed."""
         try:
             writer = LocalWriter(self, rel, fd, offset)
             yield writer
