@@ -32,7 +32,8 @@ from aftd.config import ApiKeyConfig, Config, ConsoleConfig, load_config
 from aftd.console import add_console
 from aftd.errors import AftdError, ConfigError
 from aftd.jobs.model import Job
-from aftd.jobs.runner import CANCEL_WAIT_S, STORE_FLUSH_S, Runner
+from aftd.jobs.recorder import STORE_FLUSH_S
+from aftd.jobs.runner import CANCEL_WAIT_S, Runner
 from aftd.jobs.triggering import RunnerPort
 from aftd.logging import configure_logging
 from aftd.loopwatch import LoopWatch

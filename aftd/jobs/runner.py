@@ -1,12 +1,11 @@
 """The runner: a FIFO queue of job ids, bounded concurrency, cancel, timeouts, the life of a job.
 
-How a job ends is decided exactly once (:meth:`Runner._settle`), whatever happens first: the
-script returns or raises, a user cancels it (queued, picked but not started, running or
-finishing), its timeout expires, or the daemon stops. Every job task has a done-callback that
-frees its slot, so a task cancelled before its first step cannot hold a slot forever. The
-decision is written to the store by a separate task that retries on store errors: a locked or
-full database delays the record, never the next job.
-"""
+How a job ends is decided exactly once (:meth:`aftd.jobs.recorder.Recorder.settle`), whatever
+happens first: the script returns or raises, a user cancels it (queued, picked but not started,
+running or finishing), its timeout expires, or the daemon stops. Every job task has a
+done-callback that frees its slot, so a task cancelled before its first step cannot hold a slot
+forever. The decision is written to the store by a separate task that retries on store errors: a
+locked or full database delays the record, never the next job."""
 
 from __future__ import annotations
 
@@ -14,30 +13,27 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
-from aftd import executors
 from aftd.config import JobsConfig
+from aftd.jobs.execution import execute, is_timeout
 from aftd.jobs.joblog import JobLog
 from aftd.jobs.model import Job, JobState
+from aftd.jobs.recorder import RETRY_FIRST_S, RETRY_MAX_S, STORE_FLUSH_S, Recorder
+from aftd.jobs.runstate import Env, Final, JobEndHook, Run, call_hook, progress_of, snapshot
 from aftd.jobs.storage import STORE_ERRORS, JobClaims, JobStorage
-from aftd.jobs.timeouts import declared_timeout, describe_timeout, initial_timeout, script_timeout
 from aftd.logging import JOB_SINKS
 from aftd.loopwatch import bind_job
 from aftd.progress import CURRENT as PROGRESS
 from aftd.progress import CountedSink
-from aftd.redact import scrub
-from aftd.scripts.context import JobContext, Services
-from aftd.scripts.execute import Outcome, run_script
-from aftd.scripts.isolation import WorkerPool, wants_process
-from aftd.scripts.loader import ScriptError, ScriptInfo, ScriptLoader, ScriptMain
+from aftd.scripts.context import Services
+from aftd.scripts.isolation import WorkerPool
+from aftd.scripts.loader import ScriptInfo, ScriptLoader
 from aftd.stdio import flush_job_output
 
 __all__ = ["CANCEL_WAIT_S", "Draining", "JobConflict", "JobNotFound", "QueueFull", "Runner",
@@ -45,16 +41,9 @@ __all__ = ["CANCEL_WAIT_S", "Draining", "JobConflict", "JobNotFound", "QueueFull
 
 log = structlog.get_logger("aftd.runner")
 
-JobEndHook = Callable[[Job], Awaitable[None] | None]
-
 # After the shutdown grace, cancelled jobs get this long to run their finally blocks; a job
 # still running then is recorded interrupted and abandoned (the daemon exits anyway).
 CANCEL_WAIT_S = 10.0
-# How long shutdown waits for final job states and logs to reach the store.
-STORE_FLUSH_S = 10.0
-_FLUSH_INTERVAL_S = 0.5
-_RETRY_FIRST_S = 0.5
-_RETRY_MAX_S = 30.0
 # A fleet host looks for queued jobs this often even when no NOTIFY woke it (one was missed
 # while its listening connection was down).
 CLAIM_POLL_S = 2.0
@@ -82,40 +71,6 @@ class JobConflict(Exception):
     pass
 
 
-@dataclass
-class _Run:
-    job_id: str
-    task: asyncio.Task[None] | None = None
-    job: Job | None = None  # loaded from the store when the job starts
-    joblog: JobLog | None = None
-    started: bool = False  # marked running (a shutdown now interrupts it)
-    shutdown: bool = False  # cancelled by the daemon stopping, not by a user
-    cancel_requested: bool = False
-    settled: bool = False
-    claimed: bool = False  # taken from a fleet's shared queue: already marked running
-    saved: tuple[int, int, int, int] | None = None  # the progress last written to the store
-    # Set once the final state is visible: after the job's log lines reached the store, so
-    # whoever sees the final state can read every line.
-    visible: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class _Final(NamedTuple):
-    status: JobState
-    code: int | None
-    error: str | None
-
-
-@dataclass
-class _Env:
-    """What a job was started with; a reload changes these for later jobs only."""
-
-    loader: ScriptLoader
-    services: Services
-    jobs: JobsConfig
-    hooks: list[JobEndHook] = field(default_factory=list)
-    start_hooks: list[JobEndHook] = field(default_factory=list)
-
-
 class Runner:
     def __init__(self, store: JobStorage, loader: ScriptLoader, services: Services,
                  jobs: JobsConfig, *, workers: WorkerPool | None = None,
@@ -125,24 +80,19 @@ class Runner:
         self._claims = claims
         self._claim_wake = asyncio.Event()
         self._claimer: asyncio.Task[None] | None = None
-        self._env = _Env(loader, services, jobs)
+        self._env = Env(loader, services, jobs)
         self._workers = workers  # runs ISOLATION = "process" scripts; None: all run inline
         self._queue: dict[str, None] = {}  # job ids, insertion-ordered: FIFO
-        self._running: dict[str, _Run] = {}
-        self._finishing: dict[str, Job] = {}  # decided, not yet stored
-        self._persisting: set[asyncio.Task[None]] = set()
+        self._running: dict[str, Run] = {}
+        self._recorder = Recorder(store, self._running)
         self._cancels: set[asyncio.Task[Job]] = set()
         self._draining = False
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_now = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._flush_failing = False
 
     # -- configuration -----------------------------------------------------------------------
     def add_end_hook(self, hook: JobEndHook) -> None:
         """Called with every job once its final state is stored (also for jobs the last
         process left running, at start-up); retried on store errors."""
-        self._env.hooks.append(hook)
+        self._recorder.hooks.append(hook)
 
     def add_start_hook(self, hook: JobEndHook) -> None:
         """Called once a job is marked running, before its script is loaded; a failing hook
@@ -151,7 +101,7 @@ class Runner:
 
     def reconfigure(self, loader: ScriptLoader, services: Services, jobs: JobsConfig) -> None:
         """Apply a reloaded config to jobs started from now on."""
-        self._env = _Env(loader, services, jobs, self._env.hooks, self._env.start_hooks)
+        self._env = Env(loader, services, jobs, self._env.start_hooks)
         self._pump()
 
     @property
@@ -178,15 +128,15 @@ class Runner:
     def in_flight(self, job_id: str) -> bool:
         """True while the job runs or its final state is not yet in the store (a log follower
         waits for this to end, so it has every line the store will have)."""
-        return job_id in self._finishing or job_id in self._running
+        return job_id in self._recorder.finishing or job_id in self._running
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> list[str]:
         """Mark jobs the last process left running as interrupted; resume the durable queue."""
-        self._loop = asyncio.get_running_loop()
+        self._recorder.bind_loop()
         if self._claims is not None:
             # A fleet host settled what its last process left when it registered.
-            self._flusher = asyncio.create_task(self._flush_loop(), name="aftd-job-flusher")
+            self._recorder.start_flusher()
             self._claimer = asyncio.create_task(self._claim_loop(), name="aftd-job-claimer")
             return []
         interrupted = await self.store.interrupt_running(
@@ -195,10 +145,10 @@ class Runner:
             log.warning("job_interrupted", job_id=job_id)
             job = await self.store.get(job_id)
             if job is not None:
-                await self._run_hooks(job)
+                await self._recorder.run_hooks(job)
         for job_id in await self.store.queued_ids():
             self._queue[job_id] = None
-        self._flusher = asyncio.create_task(self._flush_loop(), name="aftd-job-flusher")
+        self._recorder.start_flusher()
         self._pump()
         return interrupted
 
@@ -224,20 +174,10 @@ class Runner:
             await asyncio.wait(leftover, timeout=cancel_wait_s)
         for run in list(self._running.values()):
             log.error("job_ignored_cancel", job_id=run.job_id, waited_s=cancel_wait_s)
-            self._settle(run, _Final(JobState.INTERRUPTED, None,
+            self._recorder.settle(run, Final(JobState.INTERRUPTED, None,
                                      "the daemon shut down and the job did not stop when "
                                      "cancelled"))
-        if self._flusher is not None:
-            self._flusher.cancel()
-        await self._settle_store(STORE_FLUSH_S)
-
-    async def _settle_store(self, timeout_s: float) -> None:
-        with_timeout = [asyncio.create_task(self._flush_all())]
-        pending = set(self._persisting) | set(with_timeout)
-        _, pending = await asyncio.wait(pending, timeout=timeout_s)
-        if pending:
-            log.error("job_states_not_stored", count=len(pending),
-                      note="they are recorded interrupted at the next start")
+        await self._recorder.close(STORE_FLUSH_S)
 
     # -- jobs --------------------------------------------------------------------------------
     async def submit(self, script: ScriptInfo, params: Mapping[str, Any],
@@ -281,9 +221,10 @@ class Runner:
         # decision and the task's done-callback the run is still listed here.
         if run is not None and run.job is not None and \
                 (not run.job.terminal or run.visible.is_set()):
-            return _snapshot(run.job)
-        if job_id in self._finishing:
-            return _snapshot(self._finishing[job_id])
+            return snapshot(run.job)
+        finishing = self._recorder.finishing
+        if job_id in finishing:
+            return snapshot(finishing[job_id])
         return await self.store.get(job_id)
 
     async def cancel(self, job_id: str) -> Job:
@@ -309,11 +250,11 @@ class Runner:
 
     async def _cancel_queued(self, job_id: str) -> Job:
         del self._queue[job_id]  # from here no pump can pick it
-        run = _Run(job_id, cancel_requested=True)
+        run = Run(job_id, cancel_requested=True)
         run.job = await self.store.get(job_id)  # a read: not delayed by a locked writer
         if run.job is None:
             raise JobNotFound(job_id)
-        self._settle(run, _Final(JobState.CANCELLED, None, "cancelled before it started"))
+        self._recorder.settle(run, Final(JobState.CANCELLED, None, "cancelled before it started"))
         return run.job
 
     async def _cancel_in_fleet(self, claims: JobClaims, job_id: str) -> Job:
@@ -366,7 +307,7 @@ class Runner:
 
     async def _claim_loop(self) -> None:
         assert self._claims is not None
-        delay = _RETRY_FIRST_S
+        delay = RETRY_FIRST_S
         while not self._draining:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._claim_wake.wait(), CLAIM_POLL_S)
@@ -379,15 +320,15 @@ class Runner:
             except STORE_ERRORS as exc:
                 log.warning("job_claim_failed", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+                delay = min(delay * 2, RETRY_MAX_S)
                 continue
-            delay = _RETRY_FIRST_S
+            delay = RETRY_FIRST_S
             for job in jobs:
-                self._start(_Run(job.id, job=job, claimed=True, started=True))
+                self._start(Run(job.id, job=job, claimed=True, started=True))
             if len(jobs) == free:
                 self._claim_wake.set()  # there may be more
 
-    def _start(self, run: _Run) -> None:
+    def _start(self, run: Run) -> None:
         self._running[run.job_id] = run
         # A fresh context: a job must not inherit ids bound by whoever pumped the queue.
         run.task = asyncio.create_task(self._run(run, self._env), name=f"aftd-job-{run.job_id}",
@@ -402,57 +343,57 @@ class Runner:
                 and not self._draining:
             job_id = next(iter(self._queue))
             del self._queue[job_id]
-            self._start(_Run(job_id))
+            self._start(Run(job_id))
 
-    def _task_done(self, run: _Run, task: asyncio.Task[None]) -> None:
+    def _task_done(self, run: Run, task: asyncio.Task[None]) -> None:
         """Always called, even for a task cancelled before its first step: frees the slot."""
         if not run.settled:
             if task.cancelled():
                 final = self._cancel_outcome(run)
             else:
                 exc = task.exception()
-                final = _Final(JobState.FAILED, None, f"internal error: {exc!r}")
-            self._settle(run, final)
+                final = Final(JobState.FAILED, None, f"internal error: {exc!r}")
+            self._recorder.settle(run, final)
         self._running.pop(run.job_id, None)
         JOB_SINKS.pop(run.job_id, None)
         self._pump()
 
-    def _cancel_outcome(self, run: _Run) -> _Final:
+    def _cancel_outcome(self, run: Run) -> Final:
         if run.shutdown:
-            return _Final(JobState.INTERRUPTED, None, "the daemon shut down while the job ran")
-        return _Final(JobState.CANCELLED, None, "cancelled")
+            return Final(JobState.INTERRUPTED, None, "the daemon shut down while the job ran")
+        return Final(JobState.CANCELLED, None, "cancelled")
 
-    async def _run(self, run: _Run, env: _Env) -> None:
-        final = _Final(JobState.FAILED, None, "the job did not start")
+    async def _run(self, run: Run, env: Env) -> None:
+        final = Final(JobState.FAILED, None, "the job did not start")
         try:
             job = await self._begin(run, env)
             if job is None:
                 return
-            final = await self._execute(job, env, run)
-            if run.cancel_requested and not _is_timeout(final):
+            final = await execute(job, env, self._workers)
+            if run.cancel_requested and not is_timeout(final):
                 # The script swallowed the CancelledError; the user still cancelled it.
                 final = self._cancel_outcome(run)
         except asyncio.CancelledError:
             final = self._cancel_outcome(run)
         except BaseException as exc:  # never let anything escape into the event loop
             log.exception("job_internal_error", job_id=run.job_id)
-            final = _Final(JobState.FAILED, None, f"internal error: {type(exc).__name__}: {exc}")
+            final = Final(JobState.FAILED, None, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             flush_job_output(run.job_id)  # a last line printed without a newline
             if run.shutdown and not run.started:
                 run.settled = True  # never started: it stays queued for the next start
             else:
-                self._settle(run, final)
+                self._recorder.settle(run, final)
 
-    async def _begin(self, run: _Run, env: _Env) -> Job | None:
+    async def _begin(self, run: Run, env: Env) -> Job | None:
         """Load the job from the store and mark it running; None if it must not run."""
         job = run.job if run.claimed else await self.store.get(run.job_id)
         if job is None or (job.status is not JobState.QUEUED and not run.claimed):
             run.settled = True  # gone or already ended (e.g. cancelled meanwhile)
             return None
         joblog = JobLog(job.id, self.store, env.jobs.log_lines_per_job,
-                        await self.store.last_log_seq(job.id), self._wake_flusher)
-        run.job, run.joblog, run.saved = job, joblog, _progress_of(job)  # as stored
+                        await self.store.last_log_seq(job.id), self._recorder.wake_flusher)
+        run.job, run.joblog, run.saved = job, joblog, progress_of(job)  # as stored
         JOB_SINKS[job.id] = joblog
         structlog.contextvars.bind_contextvars(job_id=job.id, script_id=job.script_id)
         bind_job(job.id, job.script_id)  # names the job if its code blocks the event loop
@@ -462,216 +403,14 @@ class Runner:
         job.status, job.started_at = JobState.RUNNING, time.time()
         run.started = True
         started_at = job.started_at
-        await self._retry("start", job.id, lambda: self.store.set_running(job.id, started_at))
+        await self._recorder.retry("start", job.id,
+                                   lambda: self.store.set_running(job.id, started_at))
         for hook in env.start_hooks:
             try:
-                await _call_hook(hook, job)
+                await call_hook(hook, job)
             except Exception:  # its feature loses a guarantee; the job is not held up
                 log.exception("job_start_hook_failed", job_id=job.id)
         return job
-
-    async def _execute(self, job: Job, env: _Env, run: _Run) -> _Final:
-        """Load the script and run it under the job's timeout."""
-        jlog = structlog.get_logger("aftd.job")
-        jlog.info("job_started")
-        loop = asyncio.get_running_loop()
-        begun = loop.time()
-        limit = initial_timeout(job.timeout_s, env.jobs.timeout_s)
-        try:
-            async with asyncio.timeout_at(_deadline(begun, limit)) as tm:
-                try:
-                    # stat() and a parse of a changed file: not on the event loop; found and
-                    # loaded in one trip to the thread.
-                    info, main = await executors.run(executors.SCRIPTS, functools.partial(
-                        _find_and_load, env.loader, job.script_id, self._workers))
-                    if job.timeout_s is None:
-                        limit = script_timeout(main, limit) if main is not None \
-                            else declared_timeout(info, limit)
-                        tm.reschedule(_deadline(begun, limit))
-                except ScriptError as exc:
-                    jlog.error("script_load_failed", error=str(exc))
-                    return _Final(JobState.FAILED, None, str(exc))
-                if main is None:
-                    assert self._workers is not None
-                    outcome = await self._workers.run(job, info, jlog, env.services)
-                else:
-                    ctx = JobContext(job.id, job.script_id, job.params, jlog, env.services)
-                    outcome = await run_script(main, ctx, jlog)
-        except TimeoutError:
-            if not tm.expired():
-                raise
-            return self._timed_out(jlog, limit)
-        if tm.expired():  # the script swallowed the cancellation and returned
-            return self._timed_out(jlog, limit)
-        return _from_outcome(outcome)
-
-    def _timed_out(self, jlog: Any, limit: float | None) -> _Final:
-        message = f"job {_TIMED_OUT_MARK} {describe_timeout(limit)}"
-        jlog.error("job_timed_out", timeout_s=limit)
-        return _Final(JobState.FAILED, None, message)
-
-    def _settle(self, run: _Run, final: _Final) -> None:
-        """Decide the job's end (once) and hand it to a task that stores it, retrying."""
-        if run.settled:
-            return
-        run.settled = True
-        job = run.job
-        if job is not None:
-            _apply(job, final)
-            _log_finished(job)
-            if run.joblog is None:
-                self._finishing[job.id] = job
-                run.visible.set()
-        task = asyncio.create_task(self._persist(run, job, final),
-                                   name=f"aftd-job-final-{run.job_id}",
-                                   context=contextvars.Context())
-        self._persisting.add(task)
-        task.add_done_callback(self._persisting.discard)
-
-    async def _persist(self, run: _Run, job: Job | None, final: _Final) -> None:
-        job_id = run.job_id
-        try:
-            if job is None:  # ended before it was loaded (cancelled while queued or picked)
-                job = await self._retry("load", job_id, lambda: self.store.get(job_id))
-                if job is None or job.terminal:
-                    return
-                _apply(job, final)
-                _log_finished(job)
-            stored = run.joblog is None or await _try_drain(run.joblog)
-            self._finishing[job_id] = job
-            run.visible.set()  # seen ended now; a follower still waits for every line
-            if not stored and run.joblog is not None:
-                # Retried like the final state, never dropped (shutdown bounds the wait).
-                try:
-                    await self._retry("log", job_id, run.joblog.drain)
-                except Exception:  # not a store error: the final state must still be stored
-                    log.exception("job_log_flush_failed", job_id=job_id)
-            await self._retry("finish", job_id, functools.partial(self.store.finish, job))
-            await self._run_hooks(job)
-        finally:
-            self._finishing.pop(job_id, None)
-            run.visible.set()
-
-    async def _retry(self, step: str, job_id: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """``fn()`` until it stops failing with a store error (a locked or full database)."""
-        delay = _RETRY_FIRST_S
-        while True:
-            try:
-                return await fn()
-            except STORE_ERRORS as exc:
-                log.warning("job_store_retry", step=step, job_id=job_id, error=str(exc),
-                            retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
-
-    async def _run_hooks(self, job: Job) -> None:
-        for hook in self._env.hooks:
-            try:
-                await self._retry("end_hook", job.id, functools.partial(_call_hook, hook, job))
-            except Exception:  # a broken hook must not lose the job's final state
-                log.exception("job_end_hook_failed", job_id=job.id)
-
-    # -- background flushing -----------------------------------------------------------------
-    def _wake_flusher(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._flush_now.set)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), _FLUSH_INTERVAL_S)
-            self._flush_now.clear()
-            await self._flush_all()
-
-    async def _flush_all(self) -> None:
-        try:
-            for run in list(self._running.values()):
-                if run.joblog is not None:
-                    await run.joblog.flush()
-            # Only what moved since the last flush: most jobs' progress has not.
-            moved = [(r, _progress_of(r.job)) for r in list(self._running.values())
-                     if r.job is not None and _progress_of(r.job) != r.saved]
-            await self.store.save_progress(r.job for r, _ in moved if r.job is not None)
-            for r, now in moved:
-                r.saved = now
-        except Exception as exc:
-            if not self._flush_failing:
-                log.warning("job_flush_failed", error=f"{type(exc).__name__}: {exc}")
-            self._flush_failing = True
-        else:
-            if self._flush_failing:
-                log.info("job_flush_recovered")
-            self._flush_failing = False
-
-
-_TIMED_OUT_MARK = "timed out after"
-
-
-def _is_timeout(final: _Final) -> bool:
-    return final.error is not None and _TIMED_OUT_MARK in final.error and \
-        final.status is JobState.FAILED
-
-
-def _progress_of(job: Job) -> tuple[int, int, int, int]:
-    p = job.progress
-    return p.files_done, p.files_total, p.bytes_done, p.bytes_total
-
-
-def _find_and_load(loader: ScriptLoader, script_id: str,
-                   workers: WorkerPool | None) -> tuple[ScriptInfo, ScriptMain | None]:
-    """The script and its ``main``; None for a script that runs in a worker process
-    (``ISOLATION = "process"``), which is not loaded here."""
-    info = loader.find(script_id=script_id)
-    return info, None if wants_process(info, workers) else loader.load_main(info)
-
-
-def _deadline(begun: float, limit: float | None) -> float | None:
-    return None if limit is None else begun + limit
-
-
-def _from_outcome(outcome: Outcome) -> _Final:
-    return _Final(JobState(outcome.status), outcome.exit_code, outcome.error)
-
-
-async def _try_drain(joblog: JobLog, attempts: int = 3, delay_s: float = 0.5) -> bool:
-    """Store the job's buffered lines; False if the store kept failing (the lines stay
-    buffered for a later :meth:`JobLog.drain`)."""
-    for attempt in range(attempts):
-        try:
-            await joblog.drain()
-            return True
-        except Exception as exc:  # kept buffered; the caller retries store errors
-            log.warning("job_log_flush_retry", job_id=joblog.job_id,
-                        error=f"{type(exc).__name__}: {exc}")
-            if attempt + 1 < attempts:
-                await asyncio.sleep(delay_s)
-    return False
-
-
-def _snapshot(job: Job) -> Job:
-    """A copy of a live job that the runner's later changes leave alone."""
-    return replace(job, progress=replace(job.progress))
-
-
-def _apply(job: Job, final: _Final) -> None:
-    job.status, job.exit_code = final.status, final.code
-    job.error = scrub(final.error) if final.error else None
-    job.finished_at = time.time()
-
-
-def _log_finished(job: Job) -> None:
-    dur = job.duration_s(job.finished_at or time.time()) or 0.0
-    log.info("job_finished", job_id=job.id, script_id=job.script_id, status=str(job.status),
-             exit_code=job.exit_code, error=job.error,
-             duration_s=round(dur, 3) if math.isfinite(dur) else None)
-
-
-async def _call_hook(hook: JobEndHook, job: Job) -> None:
-    result = hook(job)
-    if result is not None:
-        await result
-
 
 def _forget(tasks: set[asyncio.Task[Job]]) -> Callable[[asyncio.Task[Job]], None]:
     def done(task: asyncio.Task[Job]) -> None:
