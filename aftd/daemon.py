@@ -14,16 +14,13 @@ import signal
 import sqlite3
 import ssl
 import sys
-import threading
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from aftd import __version__, executors, notify, progress
+from aftd import __version__, executors, notify
 from aftd.api.app import build_app
 from aftd.api.server import ApiServer
 from aftd.api.state import ApiState
@@ -31,70 +28,53 @@ from aftd.apikeys import KeyRing, hand_over_initial_key, load_or_create_generate
 from aftd.config import ApiKeyConfig, Config, ConsoleConfig, load_config
 from aftd.console import add_console
 from aftd.errors import AftdError, ConfigError
+from aftd.fleethost import announce_taken_over, notify_store, start_agent, trigger_store
+from aftd.housekeeping import StoreHealth, prune_loop, status_loop
 from aftd.jobs.model import Job
-from aftd.jobs.recorder import STORE_FLUSH_S
 from aftd.jobs.runner import CANCEL_WAIT_S, Runner
 from aftd.jobs.triggering import RunnerPort
 from aftd.logging import configure_logging
 from aftd.loopwatch import LoopWatch
 from aftd.metrics import Metrics, http_metrics_middleware
+from aftd.metricsfeed import MetricsFeed
 from aftd.notify.channel import NotifyChannel
 from aftd.notify.service import Notifications
-from aftd.notify.store import NotifyStore, SqliteNotifyStore
+from aftd.reloading import Backends, build_backends, restart_only
 from aftd.report.outbox import Outbox
 from aftd.scripts.context import Services
 from aftd.scripts.isolation import WorkerPool
 from aftd.scripts.loader import ScriptLoader
 from aftd.sdnotify import Notifier, watchdog_loop
-from aftd.secrets.chain import SecretChain
 from aftd.sessions import SessionStore
+from aftd.shutdown import (
+    BACKENDS_CLOSE_S,
+    OUTBOX_FLUSH_S,
+    TRIGGERS_STOP_S,
+    WEB_SHUTDOWN_S,
+    bounded,
+    close_loop,
+)
 from aftd.statelock import StateLock
 from aftd.stdio import routed_stdio
 from aftd.store.errors import StoreError
-from aftd.store.factory import DB_NAME, Fleet, open_stores
+from aftd.store.factory import DB_NAME, open_stores
 from aftd.throughput import ThroughputRing
 from aftd.tls import ensure_self_signed, server_context
 from aftd.triggers.base import TriggerContext
 from aftd.triggers.firing import Firing
 from aftd.triggers.follow import follow_pauses
 from aftd.triggers.manager import TriggerManager
-from aftd.triggers.store import SqliteTriggerStore, TriggerStore
+from aftd.triggers.store import TriggerStore
 from aftd.vfs.base import Vfs
-from aftd.vfs.registry import VfsPool
 
 if TYPE_CHECKING:
     from aftd.store.pg.hosts import Takeover
 
-__all__ = ["SHUTDOWN_OVERHEAD_S", "Daemon", "serve"]
+__all__ = ["Daemon", "serve"]
 
 log = structlog.get_logger("aftd.daemon")
 
-STATUS_INTERVAL_S = 2.0
-PRUNE_INTERVAL_S = 3600.0
-STORE_PING_INTERVAL_S = 5.0
 FOLLOW_PAUSES_S = 2.0  # a fleet host reads pauses made on other hosts this often
-STORE_PING_TIMEOUT_S = 10.0
-# Shutdown steps after the jobs' grace period, each bounded (README, "Stopping").
-OUTBOX_FLUSH_S = 5.0
-WEB_SHUTDOWN_S = 5.0
-TRIGGERS_STOP_S = 5.0
-BACKENDS_CLOSE_S = 5.0
-LOOP_CLOSE_S = 2.0
-# Closing the loop: leftover tasks, the default executor, then other threads, each bounded.
-SHUTDOWN_OVERHEAD_S = (TRIGGERS_STOP_S + CANCEL_WAIT_S + STORE_FLUSH_S + OUTBOX_FLUSH_S
-                       + WEB_SHUTDOWN_S + BACKENDS_CLOSE_S + 3 * LOOP_CLOSE_S)
-
-
-@dataclass
-class _Backends:
-    """The reloadable resources a job is started with."""
-
-    secrets: SecretChain
-    vfs: VfsPool
-
-    async def aclose(self) -> None:
-        await self.vfs.aclose()
-        await self.secrets.aclose()
 
 
 class Daemon:
@@ -109,7 +89,8 @@ class Daemon:
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._lock: StateLock | None = None
-        self._store_ok = True
+        self._health = StoreHealth()
+        self._feed = MetricsFeed(self.metrics)
         self.loopwatch = LoopWatch(config.jobs.loop_block_warn_s,
                                    scripts_dir=config.paths.scripts_dir,
                                    on_blocked=self.metrics.count_loop_block,
@@ -150,10 +131,12 @@ class Daemon:
         # After the store, the runner and the API: a trigger submits like an API call does.
         await self.triggers.start(cfg.triggers)
         self._tasks = [asyncio.create_task(c, name=n) for n, c in (
-            ("aftd-watchdog", watchdog_loop(self.notifier, self._healthy)),
-            ("aftd-status", self._status_loop()),
-            ("aftd-prune", self._prune_loop()),
-            ("aftd-store-ping", self._ping_loop()),
+            ("aftd-watchdog", watchdog_loop(self.notifier, self._health.healthy)),
+            ("aftd-status", status_loop(self.notifier, self._status_text)),
+            ("aftd-prune", prune_loop(lambda: self.config.jobs.retention_days,
+                                      self.store.prune, self.outbox.prune,
+                                      self.notifications.store.prune)),
+            ("aftd-store-ping", self._health.watch(self.store.ping)),
         )]
         read = getattr(self.trigger_store, "paused_states", None)
         if read is not None:  # a fleet's shared store: follow pauses made on other hosts
@@ -171,12 +154,12 @@ class Daemon:
         """Open the store and the outbox, settle what the last process left, resume."""
         busy = cfg.store.busy_timeout_s
         # The secrets first: a fleet store's password is one.
-        self.backends = await _build_backends(cfg, self.metrics)
+        self.backends = await build_backends(cfg, self.metrics)
         hint = f" --config {self.config_path}" if self.config_path else ""
         self.stores = await open_stores(cfg, self.backends.secrets, hint)
         self.store = self.stores.jobs
         self.outbox = Outbox(state_dir / DB_NAME, cfg.reports, self.backends.secrets,
-                             ca_file=cfg.http.ca_file, on_outcome=self._on_report_outcome,
+                             ca_file=cfg.http.ca_file, on_outcome=self._feed.on_report_outcome,
                              on_abandoned=self._report_abandoned, busy_timeout_s=busy,
                              store=self.stores.outbox)
         await self._open_notifications(cfg, state_dir)
@@ -195,9 +178,9 @@ class Daemon:
         self.runner = Runner(self.store, ScriptLoader(cfg.paths.scripts_dir),
                              self._services(cfg, self.backends), cfg.jobs, workers=self.workers,
                              claims=self.stores.claims)
-        self.runner.add_end_hook(self._count_job_end)
+        self.runner.add_end_hook(self._feed.count_job_end)
         self.runner.add_end_hook(self._release_reports)
-        await self._open_triggers(self._trigger_store(state_dir / DB_NAME, busy))
+        await self._open_triggers(trigger_store(self.stores.fleet, state_dir / DB_NAME, busy))
         self.runner.add_start_hook(self.notifications.job_started)
         self.runner.add_end_hook(self.notifications.job_ended)
         await self.runner.start()
@@ -205,18 +188,8 @@ class Daemon:
         # whose end was stored but not announced.
         await self.notifications.reconcile(self.store.get)
         if fleet is not None:
-            self._start_fleet_agent(fleet)
-        self._wire_metrics()
-
-    def _trigger_store(self, db: Path, busy_timeout_s: float) -> TriggerStore:
-        """The fleet's database when there is one (a schedule or a watch fires once for the
-        whole fleet), else the job store's SQLite file."""
-        fleet = self.stores.fleet
-        if fleet is not None:
-            from aftd.store.pg.triggers import PgTriggerStore
-
-            return PgTriggerStore(fleet.db)
-        return SqliteTriggerStore(db, busy_timeout_s=busy_timeout_s)
+            self.fleet_agent = start_agent(fleet, self.runner, self._on_takeover)
+        self._feed.wire(self.throughput, self.store, self.runner, self.outbox, self.triggers)
 
     async def _open_triggers(self, store: TriggerStore) -> None:
         """The trigger store and manager; its end hook is in place before the runner settles
@@ -251,43 +224,13 @@ class Daemon:
         self.outbox.wake()
         ids = [job_id for t in done for job_id in t.jobs_interrupted]
         if ids:
-            self._tasks.append(asyncio.create_task(self._ended_elsewhere(ids),
-                                                   name="aftd-takeover-ends"))
-
-    async def _ended_elsewhere(self, job_ids: list[str]) -> None:
-        try:  # the moved intents of the silent host's jobs: announce how they ended
-            await self.notifications.reconcile(self.store.get)
-        except Exception as exc:  # settled at this host's next start
-            log.warning("takeover_notify_failed", error=str(exc))
-        for job_id in job_ids:
-            try:
-                job = await self.runner.get(job_id)
-                if job is not None and job.terminal:
-                    await self.triggers.on_job_end(job)
-            except Exception as exc:  # the trigger recovers it at the next start
-                log.warning("takeover_trigger_update_failed", job_id=job_id, error=str(exc))
-
-    def _start_fleet_agent(self, fleet: Fleet) -> None:
-        from aftd.store.pg.agent import FleetAgent, FleetHooks
-
-        hooks = FleetHooks(on_jobs=self.runner.wake_claims, on_cancel=self.runner.cancel_local,
-                           on_takeover=self._on_takeover,
-                           on_lease_lost=self.runner.abandon_all,
-                           poll_cancels=fleet.jobs.cancel_requested)
-        self.fleet_agent = FleetAgent(fleet.db, fleet.lease, hooks)
-        self.fleet_agent.start()
+            self._tasks.append(asyncio.create_task(announce_taken_over(
+                ids, self.runner, self.notifications, self.triggers, self.store.get),
+                name="aftd-takeover-ends"))
 
     async def _open_notifications(self, cfg: Config, state_dir: Path) -> None:
         """The notification store and its channel in the outbox (README, "Notifications")."""
-        store: NotifyStore
-        fleet = self.stores.fleet
-        if fleet is not None:  # shared by the fleet, taken over with a silent host's reports
-            from aftd.store.pg.notify import PgNotifyStore
-
-            store = PgNotifyStore(fleet.db, fleet.lease)
-        else:
-            store = SqliteNotifyStore(state_dir / DB_NAME,
-                                      busy_timeout_s=cfg.store.busy_timeout_s)
+        store = notify_store(self.stores.fleet, state_dir / DB_NAME, cfg.store.busy_timeout_s)
         try:
             await store.open()
         except BaseException:
@@ -308,7 +251,7 @@ class Daemon:
             await self.store.get(job_id)
         await self.notifications.report_abandoned(job, job_id, report)
 
-    def _services(self, cfg: Config, backends: _Backends) -> Services:
+    def _services(self, cfg: Config, backends: Backends) -> Services:
         return Services(secrets=backends.secrets, vfs=backends.vfs, outbox=self.outbox,
                         http_ca_file=cfg.http.ca_file, http_timeout_s=cfg.http.timeout_s)
 
@@ -342,75 +285,13 @@ class Daemon:
         else:
             self.state.sessions.configure(cfg.session_ttl_s, cfg.max_sessions)
 
-    def _wire_metrics(self) -> None:
-        progress.add_transfer_observer(self._on_transfer)
-        progress.add_bytes_observer(self.throughput.add)
-        # Both sources answer from memory: a scrape never waits on the database.
-        self.metrics.register_job_state_source(self.store.counts)
-        self.metrics.register_queue_source(
-            lambda: (self.runner.queued_count, self.runner.running_count))
-        self.metrics.register_outbox_source(self.outbox.depth)
-        self.metrics.register_trigger_pending_source(self.triggers.pending_files)
-
-    def _on_transfer(self, src_vfs: str, dst_vfs: str, files: int, nbytes: int, ok: bool) -> None:
-        if ok:
-            self.metrics.count_transfer(src_vfs, dst_vfs, files, nbytes)
-        else:
-            self.metrics.count_transfer_error(src_vfs, dst_vfs)
-
-    def _on_report_outcome(self, outcome: str) -> None:
-        if outcome == "delivered":
-            self.metrics.count_report_delivered()
-        else:
-            self.metrics.count_report_failure()
-
-    def _count_job_end(self, job: Job) -> None:
-        self.metrics.observe_job_finished(job.script_id, str(job.status),
-                                          job.duration_s(job.finished_at or time.time()) or 0.0)
-
     async def _release_reports(self, job: Job) -> None:
         # A store error here is retried by the runner until the intents are released.
         await self.outbox.release_job(job.id)
 
-    # -- running -------------------------------------------------------------------------------
-    def _healthy(self) -> bool:
-        return self._store_ok
-
-    async def _ping_loop(self) -> None:
-        """Keep the watchdog's view of the store fresh without blocking the loop on it."""
-        while True:
-            try:
-                ok = await asyncio.wait_for(self.store.ping(), STORE_PING_TIMEOUT_S)
-            except TimeoutError:
-                ok = False
-            if ok != self._store_ok:
-                (log.info if ok else log.error)("store_health", ok=ok)
-            self._store_ok = ok
-            await asyncio.sleep(STORE_PING_INTERVAL_S)
-
     def _status_text(self) -> str:
         return (f"{self.runner.running_count} running, {self.runner.queued_count} queued, "
                 f"{self.outbox.depth()} reports pending")
-
-    async def _status_loop(self) -> None:
-        while True:
-            await asyncio.sleep(STATUS_INTERVAL_S)
-            self.notifier.status(self._status_text())
-
-    async def _prune_loop(self) -> None:
-        while True:
-            days = self.config.jobs.retention_days
-            if days > 0:
-                horizon = time.time() - days * 86400
-                try:
-                    n = await self.store.prune(horizon)
-                    if n:
-                        log.info("jobs_pruned", count=n, retention_days=days)
-                    await self.outbox.prune(horizon)
-                    await self.notifications.store.prune(horizon)
-                except (sqlite3.Error, OSError) as exc:
-                    log.warning("prune_failed", error=str(exc))
-            await asyncio.sleep(PRUNE_INTERVAL_S)
 
     # -- signals -------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -451,8 +332,8 @@ class Daemon:
 
     async def _apply(self, new: Config) -> None:
         old = self.config
-        backends = await _build_backends(new, self.metrics)
-        for what in _restart_only(old, new):
+        backends = await build_backends(new, self.metrics)
+        for what in restart_only(old, new):
             log.warning("reload_needs_restart", setting=what)
         configure_logging(new.logging.level, new.logging.format)
         executors.configure(new.executors)
@@ -473,7 +354,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._retire(retired), name="aftd-retire"))
         log.info("config_reloaded", config=new.source)
 
-    async def _retire(self, backends: _Backends) -> None:
+    async def _retire(self, backends: Backends) -> None:
         """Close the old backends once the jobs that started with them have finished."""
         waiting = self.runner.running_tasks()
         if waiting:
@@ -488,7 +369,7 @@ class Daemon:
         log.info("shutting_down", running=self.runner.running_count,
                  grace_s=self.config.jobs.shutdown_grace_s)
         # Fires not submitted yet stay claimed in the store and are submitted after restart.
-        await _bounded("triggers", self.triggers.stop(), TRIGGERS_STOP_S)
+        await bounded("triggers", self.triggers.stop(), TRIGGERS_STOP_S)
         await self.runner.drain(self.config.jobs.shutdown_grace_s, CANCEL_WAIT_S)
         for task in self._tasks:
             task.cancel()
@@ -500,38 +381,29 @@ class Daemon:
         if hasattr(self, "workers"):
             await self.workers.aclose()
         if hasattr(self, "outbox"):
-            await _bounded("outbox", self.outbox.aclose(flush_timeout_s=OUTBOX_FLUSH_S),
+            await bounded("outbox", self.outbox.aclose(flush_timeout_s=OUTBOX_FLUSH_S),
                            OUTBOX_FLUSH_S + 5)
         if hasattr(self, "notifications"):
             notify.install(None)
-            await _bounded("notifications", self.notifications.store.close(), BACKENDS_CLOSE_S)
+            await bounded("notifications", self.notifications.store.close(), BACKENDS_CLOSE_S)
         if hasattr(self, "web"):
-            await _bounded("web", self.web.close(), WEB_SHUTDOWN_S + 1)
+            await bounded("web", self.web.close(), WEB_SHUTDOWN_S + 1)
         if hasattr(self, "backends"):
-            await _bounded("backends", self.backends.aclose(), BACKENDS_CLOSE_S)
+            await bounded("backends", self.backends.aclose(), BACKENDS_CLOSE_S)
         if hasattr(self, "triggers"):
-            await _bounded("triggers", self.triggers.stop(), TRIGGERS_STOP_S)
+            await bounded("triggers", self.triggers.stop(), TRIGGERS_STOP_S)
         if hasattr(self, "trigger_store"):
-            await _bounded("trigger store", self.trigger_store.close(), BACKENDS_CLOSE_S)
+            await bounded("trigger store", self.trigger_store.close(), BACKENDS_CLOSE_S)
         if hasattr(self, "fleet_agent"):
-            await _bounded("fleet", self.fleet_agent.stop(), BACKENDS_CLOSE_S)
+            await bounded("fleet", self.fleet_agent.stop(), BACKENDS_CLOSE_S)
         if hasattr(self, "stores"):
-            await _bounded("store", self.stores.close(), BACKENDS_CLOSE_S)
+            await bounded("store", self.stores.close(), BACKENDS_CLOSE_S)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
         executors.shutdown()
         self.loopwatch.stop()
         self.notifier.close()
-
-
-async def _bounded(what: str, aw: Awaitable[None], timeout_s: float) -> None:
-    try:
-        await asyncio.wait_for(aw, timeout_s)
-    except TimeoutError:
-        log.error("shutdown_step_timed_out", step=what, timeout_s=timeout_s)
-    except Exception as exc:
-        log.error("shutdown_step_failed", step=what, error=f"{type(exc).__name__}: {exc}")
 
 
 def _startup_cause(exc: BaseException) -> str:
@@ -544,25 +416,6 @@ def _startup_cause(exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or exc}{where}"
     return f"{type(exc).__name__}: {exc}"
-
-
-async def _build_backends(cfg: Config, metrics: Metrics) -> _Backends:
-    def on_lookup(_name: str, provider: str | None) -> None:
-        if provider:
-            metrics.count_secret_lookup(provider)
-        else:
-            metrics.count_secret_failure()
-
-    secrets = SecretChain(cfg.secrets, on_lookup=on_lookup)
-    await secrets.start()
-    return _Backends(secrets=secrets, vfs=VfsPool(cfg.vfs, secrets))
-
-
-def _restart_only(old: Config, new: Config) -> list[str]:
-    checks = {"server": old.server != new.server, "paths.state_dir":
-              old.paths.state_dir != new.paths.state_dir, "reports": old.reports != new.reports,
-              "store": old.store != new.store, "host": old.host != new.host}
-    return [k for k, changed in checks.items() if changed]
 
 
 def _fmt_host(host: str) -> str:
@@ -588,40 +441,9 @@ def serve(config_path: str | None, log_format: str | None = None) -> int:
             rc = loop.run_until_complete(Daemon(cfg, config_path).run())
         except KeyboardInterrupt:
             rc = 1
-        clean = _close_loop(loop)
+        clean = close_loop(loop)
     if not clean:
         # Something ignored cancellation or a worker thread is stuck: exit anyway, bounded.
         sys.stdout.flush()
         os._exit(rc)
     return rc
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    """Like the end of ``asyncio.run`` but bounded; False when something would not stop."""
-    clean = True
-    try:
-        tasks = asyncio.all_tasks(loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=LOOP_CLOSE_S))
-            clean = not pending
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(),
-                                                 LOOP_CLOSE_S))
-    except (TimeoutError, RuntimeError):
-        clean = False
-    if clean:
-        loop.close()
-    return clean and not _stuck_threads()
-
-
-def _stuck_threads() -> bool:
-    deadline = time.monotonic() + LOOP_CLOSE_S
-    for thread in threading.enumerate():
-        if thread is threading.main_thread() or thread.daemon:
-            continue
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            return True
-    return False

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aftd.config import JobsConfig
-from aftd.daemon import SHUTDOWN_OVERHEAD_S
+from aftd.shutdown import SHUTDOWN_OVERHEAD_S
 
 MAX_EXPOSURE = 2.0
 INSTALLED_BINARY = "/opt/aftd/venv/bin/aftd"
