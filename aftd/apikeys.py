@@ -20,7 +20,7 @@ from typing import TextIO
 
 import structlog
 
-from aftd.config import LOOPBACK, ApiKeyConfig
+from aftd.authconfig import LOOPBACK, ApiKeyConfig
 
 __all__ = ["GENERATED_KEY_FILE", "INITIAL_KEY_FILE", "AuthResult", "KeyRing", "digest",
            "generate_key", "hand_over_initial_key", "load_or_create_generated"]

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, NamedTuple, Union
+from typing import Annotated, Any, ClassVar, NamedTuple, Protocol, TypeVar, Union
 
 from pydantic import (
     BaseModel,
@@ -49,6 +49,7 @@ __all__ = [
     "from_file",
     "inject_names",
     "path_or",
+    "unique_names",
     "validate",
 ]
 
@@ -83,6 +84,25 @@ class InvalidKey(ValueError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(reason)
         self.key = key
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def unique_names(entries: Iterable[_N], key: str, what: str) -> Iterator[_N]:
+    """``entries`` in order; the first whose name an earlier one has raises at ``KEY[i].name``
+    (lazily: checks made on each entry as it is yielded keep their order)."""
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        if entry.name in seen:
+            raise InvalidKey(f"{key}[{i}].name", f"duplicate {what} name {entry.name!r}")
+        seen.add(entry.name)
+        yield entry
 
 
 class _Load(NamedTuple):

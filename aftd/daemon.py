@@ -25,7 +25,8 @@ from aftd.api.app import build_app
 from aftd.api.server import ApiServer
 from aftd.api.state import ApiState
 from aftd.apikeys import KeyRing, hand_over_initial_key, load_or_create_generated
-from aftd.config import ApiKeyConfig, Config, ConsoleConfig, load_config
+from aftd.authconfig import ApiKeyConfig
+from aftd.config import Config, ConsoleConfig, load_config
 from aftd.console import add_console
 from aftd.errors import AftdError, ConfigError
 from aftd.fleethost import announce_taken_over, notify_store, start_agent, trigger_store

@@ -19,7 +19,7 @@ from aftd.api.middleware import (
 )
 from aftd.api.registry import Registry
 from aftd.api.state import LIMITS, REGISTRY, STATE, ApiState
-from aftd.config import ServerConfig
+from aftd.serverconfig import ServerConfig
 
 __all__ = ["ROUTES", "build_app"]
 

@@ -12,7 +12,7 @@ import structlog
 from aiohttp import web
 
 from aftd.api.errors import ApiError
-from aftd.config import ApiKeyConfig
+from aftd.authconfig import ApiKeyConfig
 from aftd.scopes import grants, script_allowed
 
 __all__ = ["attach_key", "calling_key", "require_scope", "require_script"]

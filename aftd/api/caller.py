@@ -7,7 +7,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from aftd.config import ApiKeyConfig
+from aftd.authconfig import ApiKeyConfig
 from aftd.sessions import Session
 
 __all__ = ["CALLER", "Caller", "current_caller"]

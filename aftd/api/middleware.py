@@ -18,7 +18,7 @@ from aftd.api.caller import CALLER, Caller
 from aftd.api.errors import ApiError, error_response
 from aftd.api.state import CONNECTIONS, LIMITS, STATE, ApiState
 from aftd.apikeys import AuthResult
-from aftd.config import ApiKeyConfig
+from aftd.authconfig import ApiKeyConfig
 from aftd.errors import StoreError
 from aftd.sessions import CSRF_HEADER, SESSION_COOKIE
 

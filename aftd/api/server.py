@@ -38,7 +38,7 @@ from aiohttp import web
 from aftd.api.connections import ConnectionTracker, GuardedProtocol, Timeouts
 from aftd.api.errors import error_response
 from aftd.api.state import CONNECTIONS
-from aftd.config import ServerConfig
+from aftd.serverconfig import ServerConfig
 
 __all__ = ["ApiServer", "JsonErrorRequestHandler"]
 

@@ -10,8 +10,8 @@ from aiohttp import web
 from aftd.api.connections import ConnectionTracker
 from aftd.api.registry import Registry
 from aftd.apikeys import KeyRing
-from aftd.config import ServerConfig
 from aftd.jobs.runner import Runner
+from aftd.serverconfig import ServerConfig
 from aftd.sessions import SessionStore
 from aftd.throughput import ThroughputRing
 from aftd.triggers.manager import TriggerManager

@@ -20,11 +20,12 @@ from aftd.api import server as api_server
 from aftd.api.paging import Page
 from aftd.api.responses import JobLog, LogLine
 from aftd.api.server import ApiServer
-from aftd.config import ServerConfig, load_config
+from aftd.config import load_config
 from aftd.errors import ConfigError
 from aftd.jobs.model import JobState
 from aftd.logging import configure_logging, get_logger
 from aftd.report.store import _dumps as report_dumps
+from aftd.serverconfig import ServerConfig
 from aftd.tls import ensure_self_signed, server_context
 from tests.fixtures.daemon import free_port
 

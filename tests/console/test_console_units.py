@@ -10,7 +10,7 @@ import pytest
 
 from aftd import progress
 from aftd.apikeys import KeyRing, digest
-from aftd.config import ApiKeyConfig
+from aftd.authconfig import ApiKeyConfig
 from aftd.console.web import load_static
 from aftd.jobs.model import Progress
 from aftd.sessions import SessionStore

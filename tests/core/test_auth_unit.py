@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from aftd.apikeys import KeyRing, digest, generate_key
-from aftd.config import ApiKeyConfig
+from aftd.authconfig import ApiKeyConfig
 
 
 def _ring(*nets: str) -> tuple[KeyRing, str]:

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BeforeValidator, ValidationError
 
-from aftd.config import ServerConfig, load_config
+from aftd.config import load_config
 from aftd.configmodel import Section, TypeRegistry, inject_names, validate
 from aftd.errors import ConfigError
+from aftd.serverconfig import ServerConfig
 from aftd.vfs.config import VFS_TYPES, VfsConfig, parse_vfs_section, vfs_tables
 from tests.core.config_types import Root
 
