@@ -23,6 +23,7 @@ import structlog
 
 from aftd import progress
 from aftd.errors import TransferError
+from aftd.tasks import first_error
 from aftd.vfs.base import PathNotFoundError, Vfs, fail
 from aftd.vfs.copy_file import Delivered, FileJob, copy_one
 from aftd.vfs.copy_pace import START, Pacer
@@ -154,7 +155,7 @@ async def _gather_first_error(coros: list[Coroutine[Any, Any, None]]) -> None:
             for c in coros:
                 tg.create_task(c)
     except BaseExceptionGroup as eg:
-        raise _first(eg) from None
+        raise first_error(eg) from None
 
 
 async def _prelist(dst: Vfs, jobs: list[FileJob], keep_going: bool) -> None:
@@ -217,7 +218,7 @@ class _Tally:
                     pacer.started(job.src_info.size)
                     tg.create_task(paced(job))
         except BaseExceptionGroup as eg:
-            exc = _first(eg)
+            exc = first_error(eg)
             if isinstance(exc, TransferError) and self.tree:
                 self._annotate(exc)
             raise exc from None
@@ -256,13 +257,3 @@ def _advance(files: int = 0, nbytes: int = 0) -> None:
     sink = progress.current()
     if sink is not None:
         sink.advance(files=files, nbytes=nbytes)
-
-
-def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
-    for exc in eg.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return eg.exceptions[0]
-

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from aftd.errors import TransferError
+from aftd.tasks import first_error
 from aftd.vfs.base import FileInfo, PathEscapeError, PathNotFoundError, Vfs
 from aftd.vfs.result import Failed, Skipped
 
@@ -48,16 +49,6 @@ class Listing:
 
 def matches(rel: str, name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The failure that stopped a level's listings (not the cancellations it caused)."""
-    for exc in eg.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return eg.exceptions[0]
 
 
 def failure(path: str, exc: Exception) -> Failed:
@@ -92,7 +83,7 @@ class Walker:
                 async with asyncio.TaskGroup() as tg:
                     tasks = [tg.create_task(listed(d)) for d, _ in level]
             except BaseExceptionGroup as eg:
-                raise _first_error(eg) from None
+                raise first_error(eg) from None
             for (_, above), task in zip(level, tasks, strict=True):
                 for e in task.result():
                     await self._visit(e, above, todo)
