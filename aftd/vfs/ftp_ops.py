@@ -10,7 +10,8 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import structlog
@@ -24,6 +25,7 @@ __all__ = [
     "RootMissing",
     "TargetExists",
     "copy_prefix",
+    "cut_on_failure",
     "exists",
     "list_dir",
     "makedirs",
@@ -128,13 +130,9 @@ def read_all(c: FtpClient, command: str) -> bytes:
     """A whole data transfer (a listing) into memory."""
     conn, _ = c.ntransfercmd(command)
     chunks = []
-    try:
+    with cut_on_failure(c, conn):
         while data := conn.recv(1 << 16):
             chunks.append(data)
-    except BaseException:
-        conn.close()
-        c.data = None
-        raise
     c.end_transfer(conn, sent=False)
     return b"".join(chunks)
 
@@ -299,19 +297,7 @@ def read_back_sha256(c: FtpClient, path: str, block: int) -> str:
     """SHA-256 of the stored bytes, read back over a data connection (hashlib releases the GIL
     on large buffers, so other threads run meanwhile)."""
     h = hashlib.sha256()
-    buf = bytearray(block)
-    view = memoryview(buf)
-    conn, _ = c.ntransfercmd(f"RETR {path}")
-    try:
-        while n := recv_fill(conn, view):
-            h.update(view[:n])
-            if n < block:
-                break
-    except BaseException:
-        conn.close()
-        c.data = None
-        raise
-    c.end_transfer(conn, sent=False)
+    retr_to_sink(c, path, 0, block, lambda _pos, chunk: h.update(chunk))
     return h.hexdigest()
 
 
@@ -322,7 +308,7 @@ def retr_to_sink(c: FtpClient, path: str, offset: int, block: int,
     conn, _ = c.ntransfercmd(f"RETR {path}", rest=offset or None)
     view = memoryview(bytearray(block))
     pos = offset
-    try:
+    with cut_on_failure(c, conn):
         while True:
             n = recv_fill(conn, view)
             if n:
@@ -330,10 +316,6 @@ def retr_to_sink(c: FtpClient, path: str, offset: int, block: int,
                 pos += n
             if n < block:
                 break
-    except BaseException:
-        conn.close()
-        c.data = None
-        raise
     c.end_transfer(conn, sent=False)
     return pos
 
@@ -348,16 +330,23 @@ def stor_from_source(c: FtpClient, opener: Callable[[FtpClient], DataConn], offs
     conn = opener(c)
     view = memoryview(bytearray(block))
     pos = offset
-    try:
+    with cut_on_failure(c, conn):
         while n := source(pos, view):
             conn.sendall(view[:n])
             pos += n
         c.end_transfer(conn, sent=True)
+    return tail(c, mtime, pos)
+
+
+@contextmanager
+def cut_on_failure(c: FtpClient, conn: DataConn) -> Iterator[None]:
+    """A transfer that fails midway is cut: its data connection closed and forgotten."""
+    try:
+        yield
     except BaseException:
         conn.close()
         c.data = None
         raise
-    return tail(c, mtime, pos)
 
 
 def copy_prefix(rc: FtpClient, src_path: str, out: DataConn, count: int,

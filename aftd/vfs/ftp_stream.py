@@ -19,7 +19,7 @@ from contextlib import suppress
 from typing import Any
 
 from aftd.vfs.ftp_client import CONNECTION_ERRORS, FtpClient
-from aftd.vfs.ftp_ops import recv_fill
+from aftd.vfs.ftp_ops import cut_on_failure, recv_fill
 from aftd.vfs.ftp_pool import FtpConn, FtpPool
 
 __all__ = ["DEPTH", "FtpReader", "FtpWriter", "Opener"]
@@ -215,7 +215,7 @@ class FtpWriter:
         self._loop.call_soon_threadsafe(_resolve, self._opened)
         mtime: float | None = None
         sent = 0
-        try:
+        with cut_on_failure(c, data):
             while True:
                 item = self._queue.get()
                 if isinstance(item, _Abort):
@@ -228,10 +228,6 @@ class FtpWriter:
                 sent += len(item)
                 self._sent(len(item))
             c.end_transfer(data, sent=True)
-        except BaseException:
-            data.close()
-            c.data = None
-            raise
         return self.tail(c, mtime, sent)
 
     def _sent(self, n: int) -> None:
