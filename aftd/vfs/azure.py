@@ -49,7 +49,12 @@ from aftd.vfs.base import (
 )
 from aftd.vfs.config import VfsConfig
 from aftd.vfs.objread import EmptyResponse, ObjectChanged, RangeResponse
-from aftd.vfs.objstore import OBJECT_STORE_FEATURES, ObjectEntry, ObjectStoreVfs
+from aftd.vfs.objstore import (
+    OBJECT_STORE_FEATURES,
+    ObjectEntry,
+    ObjectStoreVfs,
+    publish_on_exit,
+)
 from aftd.vfs.objtime import MTIME_KEY, format_rfc3339, metadata_mtime, stored_mtime
 from aftd.vfs.segments import SegmentReader
 
@@ -64,6 +69,7 @@ _COPY_POLL_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 class AzureVfs(ObjectStoreVfs):
     features = replace(OBJECT_STORE_FEATURES, list_mtime=True)
     kind = "azure"
+    object_noun = "a blob"
 
     def __init__(self, name: str, opts: dict[str, Any], secrets: SecretResolver) -> None:
         super().__init__(name, opts["prefix"], streams=opts["streams"],
@@ -275,23 +281,13 @@ class AzureVfs(ObjectStoreVfs):
                          ) -> AsyncIterator[WriteStream]:
         # ``size`` and ``verify`` are hints a caller may pass; these uploads need neither (their
         # chunks are fixed by the config, and the MD5s that verification uses always travel).
-        rel = self.rel(path)
-        if not rel:
-            raise fail(TransferError, self.name, rel, "cannot write to the root")
-        if offset:
-            raise fail(TransferError, self.name, rel,
-                       "a blob cannot be appended to (write from offset 0)")
+        rel = self.new_object(path, offset)
         meta = {MTIME_KEY: format_rfc3339(mtime)} if mtime is not None else {}
         container = await self.container()
         writer = AzureWriter(self.opts, self._blob(container, self.keys.key(rel)), rel, meta,
                              self._error)
-        try:
+        async with publish_on_exit(writer):
             yield writer
-            if writer.receipt is None:
-                await writer.finish(None)
-        except BaseException:
-            await writer.abort()
-            raise
 
     def _rel_of(self, key: str) -> str:
         return key[len(self.keys.prefix):] if key.startswith(self.keys.prefix) else key

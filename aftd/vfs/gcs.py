@@ -40,7 +40,12 @@ from aftd.vfs.gcs_api import CONNECT_ERRORS, GcsApi, GcsOptions
 from aftd.vfs.gcs_auth import TokenSource, parse_service_account
 from aftd.vfs.gcs_upload import GcsWriter, mtime_metadata
 from aftd.vfs.objread import EmptyResponse, ObjectChanged, RangeResponse
-from aftd.vfs.objstore import OBJECT_STORE_FEATURES, ObjectEntry, ObjectStoreVfs
+from aftd.vfs.objstore import (
+    OBJECT_STORE_FEATURES,
+    ObjectEntry,
+    ObjectStoreVfs,
+    publish_on_exit,
+)
 from aftd.vfs.objtime import metadata_mtime, parse_mtime, stored_mtime
 
 __all__ = ["VERIFIED_SERVER_MD5", "GcsVfs", "create"]
@@ -238,21 +243,11 @@ class GcsVfs(ObjectStoreVfs):
                          ) -> AsyncIterator[WriteStream]:
         # ``size`` and ``verify`` are hints a caller may pass; these uploads need neither (their
         # chunks are fixed by the config, and the server computes the MD5 verification uses).
-        rel = self.rel(path)
-        if not rel:
-            raise fail(TransferError, self.name, rel, "cannot write to the root")
-        if offset:
-            raise fail(TransferError, self.name, rel,
-                       "an object cannot be appended to (write from offset 0)")
+        rel = self.new_object(path, offset)
         meta = mtime_metadata(mtime) if mtime is not None else {}
         writer = GcsWriter(await self.api(), self.keys.key(rel), rel, self.chunk, meta)
-        try:
+        async with publish_on_exit(writer):
             yield writer
-            if writer.receipt is None:
-                await writer.finish(None)
-        except BaseException:
-            await writer.abort()
-            raise
 
     def _rel_of(self, key: str) -> str:
         return key[len(self.keys.prefix):] if key.startswith(self.keys.prefix) else key

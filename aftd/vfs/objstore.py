@@ -25,6 +25,7 @@ import abc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -36,16 +37,27 @@ from aftd.vfs.base import (
     PathNotFoundError,
     ReadStream,
     Vfs,
+    WriteStream,
     fail,
 )
 from aftd.vfs.objkeys import ObjectKeys
 from aftd.vfs.objread import ObjectReader, RangeResponse
 
-__all__ = ["OBJECT_STORE_FEATURES", "ObjectEntry", "ObjectStoreVfs"]
+__all__ = ["OBJECT_STORE_FEATURES", "ObjectEntry", "ObjectStoreVfs", "Upload", "publish_on_exit"]
 
 log = structlog.get_logger(__name__)
 
 OBJECT_STORE_FEATURES = Features(publish_on_finish=True, virtual_dirs=True, list_mtime=False)
+
+
+class Upload(WriteStream, Protocol):
+    """An object-store writer: nothing exists under the name until ``finish``."""
+
+    async def abort(self) -> None:
+        """Drop the unfinished upload."""
+
+
+U = TypeVar("U", bound=Upload)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class ObjectStoreVfs(Vfs):
     kind = "objstore"  # the backend type, in log event names
     # Errors of a response body's read worth another GET (besides TransientError).
     read_errors: tuple[type[BaseException], ...] = ()
+    object_noun = "an object"  # what the store calls one, in messages
 
     def __init__(self, name: str, prefix: str, *, streams: int = 1,
                  streams_min_size: int = 64 << 20) -> None:
@@ -121,6 +134,17 @@ class ObjectStoreVfs(Vfs):
             yield reader
         finally:
             await reader.close()
+
+    def new_object(self, path: str, offset: int) -> str:
+        """The relative path of an object about to be written: not the root, and written from
+        offset 0 (an object cannot be appended to)."""
+        rel = self.rel(path)
+        if not rel:
+            raise fail(TransferError, self.name, rel, "cannot write to the root")
+        if offset:
+            raise fail(TransferError, self.name, rel,
+                       f"{self.object_noun} cannot be appended to (write from offset 0)")
+        return rel
 
     async def parallel_streams(self, size: int) -> int:
         """``streams`` ranges at once for a file of at least ``streams_min_size`` bytes."""
@@ -226,3 +250,16 @@ class ObjectStoreVfs(Vfs):
     async def _keys(self, prefix: str, limit: int) -> AsyncIterator[str]:
         async for item in self.list_objects(prefix, limit=limit):
             yield item if isinstance(item, str) else item.key
+
+
+@asynccontextmanager
+async def publish_on_exit(writer: U) -> AsyncIterator[U]:
+    """Leaving the block normally publishes the upload (unless the caller finished it, with its
+    own mtime); leaving it by an exception aborts the upload."""
+    try:
+        yield writer
+        if writer.receipt is None:
+            await writer.finish(None)
+    except BaseException:
+        await writer.abort()
+        raise
