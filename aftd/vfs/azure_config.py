@@ -10,14 +10,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from aftd.configmodel import InvalidKey
-from aftd.vfs.config import STREAMS_MIN_SIZE, ConnectTimeoutS, StreamsMinSize
+from aftd.vfs.config import STREAMS_MIN_SIZE, ConnectTimeoutS
 from aftd.vfs.objstore_config import (
     ObjectStoreVfsConfig,
+    ObjectStreamsMinSize,
     Prefix,
     ReadTimeoutS,
     Retries,
     Streams,
-    )
+)
 
 __all__ = ["AzureVfsConfig", "account_name_of"]
 
@@ -67,11 +68,9 @@ class AzureVfsConfig(ObjectStoreVfsConfig):
     # One stream already fetches max_reads_in_flight ranges at once; more streams measured
     # slower against Azurite (README: "Azure and GCS against rclone").
     streams: Streams = 1
-    streams_min_size: StreamsMinSize = Field(STREAMS_MIN_SIZE, description=(
-        "objects at least this large (bytes) are downloaded as `streams` ranges"))
+    streams_min_size: ObjectStreamsMinSize = STREAMS_MIN_SIZE
     connect_timeout_s: ConnectTimeoutS = 15.0
-    read_timeout_s: ReadTimeoutS = Field(120.0, description=(
-        "a request that sends or receives nothing for this long fails"))
+    read_timeout_s: ReadTimeoutS = 120.0
     retries: Retries = Field(3, description=(
         "times the SDK retries a failed request (a block, a range) before the copy gives up "
         "on the file"))

@@ -9,14 +9,15 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from aftd.vfs.config import STREAMS_MIN_SIZE, ConnectTimeoutS, StreamsMinSize
+from aftd.vfs.config import STREAMS_MIN_SIZE, ConnectTimeoutS
 from aftd.vfs.objstore_config import (
     ObjectStoreVfsConfig,
+    ObjectStreamsMinSize,
     Prefix,
     ReadTimeoutS,
     Retries,
     Streams,
-    )
+)
 
 __all__ = ["GCS_CHUNK_UNIT", "GcsVfsConfig"]
 
@@ -47,11 +48,9 @@ class GcsVfsConfig(ObjectStoreVfsConfig):
         "MiB per resumable-upload request (files up to this size go in one request; memory "
         "per upload: about twice this)"))
     streams: Streams = 4
-    streams_min_size: StreamsMinSize = Field(STREAMS_MIN_SIZE, description=(
-        "objects at least this large (bytes) are downloaded as `streams` ranges"))
+    streams_min_size: ObjectStreamsMinSize = STREAMS_MIN_SIZE
     connect_timeout_s: ConnectTimeoutS = 15.0
-    read_timeout_s: ReadTimeoutS = Field(120.0, description=(
-        "a request that sends or receives nothing for this long fails"))
+    read_timeout_s: ReadTimeoutS = 120.0
     retries: Retries = Field(3, description=(
         "times a failed request (a chunk, a read, a listing) is retried, with backoff, "
         "before the copy gives up on the file"))

@@ -18,15 +18,18 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from aftd.vfs.config import VfsConfig
+from aftd.vfs.config import StreamsMinSize, VfsConfig
 from aftd.vfs.objkeys import check_prefix
 
-__all__ = ["ObjectStoreVfsConfig", "Prefix", "ReadTimeoutS", "Retries", "Streams"]
+__all__ = ["ObjectStoreVfsConfig", "ObjectStreamsMinSize", "Prefix", "ReadTimeoutS", "Retries",
+           "Streams"]
 
 # The VFS root inside the bucket or container, normalised to "a/b/" (or ""); see objkeys.
 Prefix = Annotated[str, AfterValidator(check_prefix)]
-# Seconds a request may send or receive nothing (each backend gives its default and meaning).
-ReadTimeoutS = Annotated[float, Field(ge=1)]
+# Seconds a request may send or receive nothing (each backend gives its default; S3 its own
+# description too).
+ReadTimeoutS = Annotated[float, Field(ge=1, description=(
+    "a request that sends or receives nothing for this long fails"))]
 # Retries of a failed request (a part, a block, a range) before the copy gives up on the file.
 Retries = Annotated[int, Field(ge=0, le=20)]
 # Parallel ranged GETs for one large download (README: "Object stores").
@@ -35,6 +38,8 @@ Streams = Annotated[int, Field(ge=1, le=32, description=(
     "(local, SFTP), as rclone's multi-thread streams: each range resumes by itself, all are "
     "pinned to one version of the object, and the file is published by one rename after the "
     "checks; 1: one GET at a time"))]
+ObjectStreamsMinSize = Annotated[StreamsMinSize, Field(description=(
+    "objects at least this large (bytes) are downloaded as `streams` ranges"))]
 
 
 class ObjectStoreVfsConfig(VfsConfig):

@@ -12,13 +12,14 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from aftd.configmodel import InvalidKey
-from aftd.vfs.config import STREAMS_MIN_SIZE, ConnectTimeoutS, StreamsMinSize
+from aftd.vfs.config import STREAMS_MIN_SIZE, ConnectTimeoutS
 from aftd.vfs.objstore_config import (
     ObjectStoreVfsConfig,
+    ObjectStreamsMinSize,
     Prefix,
     ReadTimeoutS,
     Streams,
-    )
+)
 
 __all__ = ["MAX_PARTS", "MIN_PART_MIB", "S3VfsConfig"]
 
@@ -71,8 +72,7 @@ class S3VfsConfig(ObjectStoreVfsConfig):
     sse_kms_key_id: str = Field("", description="the KMS key for sse = \"aws:kms\"; empty: "
                                 "the account's default key")
     streams: Streams = 4
-    streams_min_size: StreamsMinSize = Field(STREAMS_MIN_SIZE, description=(
-        "objects at least this large (bytes) are downloaded as `streams` ranges"))
+    streams_min_size: ObjectStreamsMinSize = STREAMS_MIN_SIZE
     max_connections: int = Field(16, ge=1, le=256, description="HTTP connections to the server")
     connect_timeout_s: ConnectTimeoutS = 15.0
     read_timeout_s: ReadTimeoutS = Field(60.0, description="a response (or the next bytes of "
