@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -76,12 +77,18 @@ async def child_copy(args: argparse.Namespace) -> None:
 
     pool = VfsPool(parse_vfs_section(Section(entries, "bench", "vfs")), Secrets())
     src, dst = VfsHandle(pool.get(args.src)), pool.get(args.dst)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s()
     res = await src.copy_to(args.path, dst, args.dest_dir, overwrite="always",
                             verify=args.verify or None, transfers=args.transfers)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     await pool.aclose()
-    print(json.dumps({"copy_s": took, "bytes": res.bytes, "files": res.files}))
+    print(json.dumps({"copy_s": took, "copy_cpu": cpu, "bytes": res.bytes, "files": res.files}))
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process so far (all its threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _transfers(value: str) -> int | str:
@@ -394,14 +401,15 @@ def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argpars
                   + ("" if tool.startswith("aftd") else f"{ratio:6.2f}x {ratio_copy:6.2f}x"))
             if "copy_s" in m:
                 print(f"{'':<24} {'(copy only)':<16} {m['copy_s']:7.2f} "
-                      f"{nbytes / m['copy_s'] / 1e6:7.0f}")
+                      f"{nbytes / m['copy_s'] / 1e6:7.0f} {'':>8} {m['copy_cpu']:6.2f}")
     if args.rtt_ms:
         print(f"\nobject stores reached through bench/latency_relay.py at {args.rtt_ms:g} ms RTT")
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nload average at the end (1/5/15 min): {load}")
     print("\nratio = reference wall time / aftd wall time (>1.0: aftd faster); ratio* uses "
           "aftd's copy time without interpreter start-up and imports (what a running daemon "
-          f"pays); cipher {CIPHER}; medians of {args.runs} run(s).")
+          "pays), and the CPU s on its (copy only) line is the copy's alone; "
+          f"cipher {CIPHER}; medians of {args.runs} run(s).")
 
 
 def main_parent(args: argparse.Namespace) -> None:

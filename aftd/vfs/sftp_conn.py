@@ -21,6 +21,7 @@ import structlog
 from aftd.errors import SecretError, TransferError
 from aftd.secrets.base import SecretResolver
 from aftd.vfs.base import TransientError
+from aftd.vfs.sftp_quiet import quiet_session
 from aftd.vfs.sftp_send import tune_sftp_writes
 from aftd.vfs.sftp_speed import tune_connection
 
@@ -141,6 +142,7 @@ class SftpPool:
             raise TransientError(f"vfs {self.vfs!r}: cannot open an SFTP session on "
                                  f"{self.where}: {exc}", vfs=self.vfs) from None
         tune_sftp_writes(sftp)
+        quiet_session(sftp)
         sess = _Session(sftp)
         c.sessions.append(sess)
         return sess

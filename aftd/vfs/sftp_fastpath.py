@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 ENV = "AFTD_SFTP_FAST_PATH"
 # Every speed-up by name (the metric's label values).
 PATCHES = ("coalesce_sends", "skip_ignore_padding", "gcm_send", "sftp_write",
-           "feed_whole_packets", "keepalive_throttle")
+           "feed_whole_packets", "keepalive_throttle", "quiet_logs")
 # [lowest, first untested): the asyncssh releases whose internals the patches were tested on.
 # Keep in step with the asyncssh pin in pyproject.toml.
 TESTED_ASYNCSSH = ((2, 24, 1), (2, 25, 0))

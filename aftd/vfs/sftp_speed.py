@@ -14,6 +14,7 @@ from typing import Any
 import asyncssh
 
 from aftd.vfs import sftp_fastpath as fp
+from aftd.vfs.sftp_quiet import quiet_connection
 from aftd.vfs.sftp_send import tune_send_path
 
 __all__ = ["tune_connection"]
@@ -32,6 +33,7 @@ def tune_connection(conn: asyncssh.SSHClientConnection) -> None:
     tune_send_path(conn)  # after the padding patch: it wraps the resulting send_packet
     _feed_whole_packets(conn)
     _throttle_keepalive_reset(conn)
+    quiet_connection(conn)
 
 
 def _coalesce_sends(conn: asyncssh.SSHClientConnection) -> None:

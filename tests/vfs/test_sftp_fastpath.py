@@ -154,7 +154,8 @@ async def test_the_switch_can_keep_some_patches(
         await _upload_and_compare(conn, sshd_a, "some.bin")
     assert "_send" in conn.__dict__ and not hasattr(conn, _FAST_ATTR)
     off = {e["patch"] for e in logs if e["event"] == "sftp_fast_path_disabled"}
-    assert off == {"skip_ignore_padding", "gcm_send", "feed_whole_packets", "sftp_write"}
+    assert off == {"skip_ignore_padding", "gcm_send", "feed_whole_packets", "sftp_write",
+                   "quiet_logs"}
     assert gauge("coalesce_sends") == 1 and gauge("gcm_send") == 0
 
 
