@@ -26,6 +26,7 @@ __all__ = [
     "PathEscapeError",
     "PathExistsError",
     "PathNotFoundError",
+    "ReadPin",
     "ReadStream",
     "StreamDigests",
     "TransientError",
@@ -104,6 +105,23 @@ class Features:
     # copy engine reads or writes a local file in place), no chunk crossing to the event loop.
     blocking_read: bool = False
     blocking_write: bool = False
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass
+class ReadPin:
+    """What every range of one download must read: the version, mtime and size the first
+    range's answer reported (object stores; see :meth:`Vfs.read_blocking`). A backend calls
+    ``learned()`` (from any thread) once its read has begun and the pin holds what it tells,
+    so the other ranges can start pinned to it."""
+
+    version: str | None = None
+    mtime: float | None = None
+    size: int | None = None
+    learned: Callable[[], None] = field(default=_nothing, repr=False)
 
 
 @dataclass(frozen=True)
@@ -290,13 +308,21 @@ class Vfs(abc.ABC):
         """
         return None
 
+    async def blocking_streams(self, size: int) -> int:
+        """How many ranges a download of a ``size``-byte file to local disk moves as through
+        :meth:`read_blocking`, at once (0: none, the copy engine streams it)."""
+        return 1 if self.features.blocking_read else 0
+
     async def read_blocking(self, path: str, offset: int,
-                            sink: Callable[[int, memoryview], None]) -> int:
-        """Read ``path`` from ``offset`` to its end on the backend's own thread, calling
-        ``sink(position, chunk)`` there for each chunk in order (``chunk`` is only valid during
-        the call). Returns the position after the last byte. Only where
-        ``features.blocking_read``; a TransferError the sink raises comes out unchanged, and a
-        cancel waits until the thread has left the sink."""
+                            sink: Callable[[int, memoryview], None], *, end: int | None = None,
+                            pin: ReadPin | None = None) -> int:
+        """Read ``path`` from ``offset`` to ``end`` (None: its end) on a thread of the
+        backend's, calling ``sink(position, chunk)`` there for each chunk in order (``chunk``
+        is only valid during the call). Returns the position after the last byte. ``pin`` is
+        shared by the ranges of one download: a backend that tells versions apart fills it
+        from its first answer and refuses another version later. Only where
+        :meth:`blocking_streams` says so; a TransferError the sink raises comes out
+        unchanged, and a cancel waits until the thread has left the sink."""
         raise NotImplementedError(f"{type(self).__name__} has no blocking reads")
 
     async def write_blocking(self, path: str, offset: int,

@@ -25,25 +25,32 @@ import structlog
 
 from aftd import executors
 from aftd.errors import TransferError
-from aftd.vfs.base import FileInfo, TransientError, Vfs, fail
+from aftd.vfs.base import FileInfo, ReadPin, TransientError, Vfs, fail
+from aftd.vfs.copy_ranges import split
 
 if TYPE_CHECKING:
     from aftd.vfs.local import LocalVfs
 
-__all__ = ["REPORT_BYTES", "direct_download", "direct_upload", "wants_direct"]
+__all__ = ["REPORT_BYTES", "direct_download", "direct_upload", "download_streams",
+           "wants_direct_upload"]
 
 log = structlog.get_logger(__name__)
 REPORT_BYTES = 8 << 20  # progress reaches the loop at most once per this many bytes
 _REPORT_S = 0.5  # ... or per this long
 
 
-def wants_direct(src: Vfs, dst: Vfs, verify: str | None) -> bool:
-    """A download from a backend with blocking reads to a local file, or an upload from a
-    local file to a backend with blocking writes, without ``verify``."""
-    if verify:
-        return False
-    return ((src.features.blocking_read and dst.features.local_path)
-            or (src.features.local_path and dst.features.blocking_write))
+async def download_streams(src: Vfs, dst: Vfs, size: int, verify: str | None) -> int:
+    """How many ranges a download of ``size`` bytes to a local file moves as on the source's
+    threads (:meth:`~aftd.vfs.base.Vfs.blocking_streams`; 0: it streams), without
+    ``verify``."""
+    if verify or not dst.features.local_path:
+        return 0
+    return await src.blocking_streams(size)
+
+
+def wants_direct_upload(src: Vfs, dst: Vfs, verify: str | None) -> bool:
+    """An upload from a local file to a backend with blocking writes, without ``verify``."""
+    return not verify and src.features.local_path and dst.features.blocking_write
 
 
 class _Reporter:
@@ -64,12 +71,14 @@ class _Reporter:
 
 
 class _Sink:
-    """Runs on the backend's thread: writes, hashes, counts, and now and then reports."""
+    """Runs on the backend's thread: writes one range's chunks in place, and now and then
+    reports the progress of all ranges."""
 
-    def __init__(self, fd: int, report: Callable[[int], None], dst: str, path: str) -> None:
-        self.fd, self.report = fd, report
+    def __init__(self, fd: int, report: Callable[[int], None], dst: str, path: str,
+                 start: int, done: Callable[[], int]) -> None:
+        self.fd, self.report, self.done = fd, report, done
         self.dst, self.path = dst, path
-        self.written = 0  # bytes [0, written) are in the file
+        self.start = self.written = start  # bytes [start, written) are in the file
 
     def __call__(self, pos: int, chunk: memoryview) -> None:
         try:
@@ -78,27 +87,74 @@ class _Sink:
             raise fail(TransferError, self.dst, self.path,
                        exc.strerror or type(exc).__name__) from None
         self.written = pos + len(chunk)
-        self.report(self.written)
+        self.report(self.done())
 
 
 async def direct_download(src: Vfs, info: FileInfo, dst: LocalVfs, target: str, dst_path: str,
-                          *, mtime: float | None, progress: Callable[[int], None],
-                          retry_delays: tuple[float, ...]) -> int:
-    """Copy ``info`` of ``src`` into the new local file ``target``; returns its size."""
+                          *, streams: int, mtime: float | None,
+                          progress: Callable[[int], None],
+                          retry_delays: tuple[float, ...]) -> tuple[int, float | None]:
+    """Copy ``info`` of ``src`` into the new local file ``target`` as ``streams`` ranges at
+    once; returns its size and the mtime it was given (the source's stored one where its
+    reads report it, else ``mtime``)."""
     fd = await _create(dst, target)
-    sink = _Sink(fd, _Reporter(progress), dst.name, dst_path)
+    ranges = split(info.size, streams) if streams > 1 else [(0, info.size)]
+    report = _Reporter(progress)
+    sinks: list[_Sink] = []
+
+    def done() -> int:
+        return sum(s.written - s.start for s in sinks)
+
+    sinks.extend(_Sink(fd, report, dst.name, dst_path, a, done) for a, _ in ranges)
+    pinned = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def learned() -> None:
+        loop.call_soon_threadsafe(pinned.set)
+
+    pin = ReadPin(learned=learned)
     try:
-        end = await _fetch(src, info, sink, dst.name, dst_path, retry_delays)
-        if end != info.size:
-            raise fail(TransferError, src.name, info.path,
-                       f"source changed during the copy: read {end} bytes, expected {info.size}")
+        last = len(ranges) - 1
+        ends = await _ranges(src, info, sinks, [b if i < last else None
+                                                for i, (_, b) in enumerate(ranges)],
+                             pin, pinned, dst.name, dst_path, retry_delays)
+        got = pin.size if pin.size is not None else ends[-1]
+        if ends[-1] != info.size or got != info.size:
+            raise fail(TransferError, src.name, info.path, "source changed during the copy: "
+                       f"read {max(ends[-1], got)} bytes, expected {info.size}")
+        if mtime is not None and pin.mtime is not None:  # the stored one, where reads tell it
+            mtime = pin.mtime
         size = await executors.run(executors.FILE_IO, _finish, fd, mtime)
     except OSError as exc:
         raise fail(TransferError, dst.name, dst_path, exc.strerror or str(exc)) from None
     finally:
-        os.close(fd)  # the thread has left the sink: read_blocking waits for it, even on cancel
+        os.close(fd)  # the threads have left the sinks (read_blocking waits for them on cancel)
+    if len(ranges) > 1:
+        log.info("copy_ranged", vfs=dst.name, path=dst_path, streams=len(ranges), bytes=size)
     progress(size)
-    return size
+    return size, mtime
+
+
+async def _ranges(src: Vfs, info: FileInfo, sinks: list[_Sink], ends: list[int | None],
+                  pin: ReadPin, pinned: asyncio.Event, dst: str, dst_path: str,
+                  retry_delays: tuple[float, ...]) -> list[int]:
+    """Every range at once, the others once the first has learned the version they must read
+    (``pinned``); any failure or cancel stops the others and waits for them."""
+
+    async def one(i: int, sink: _Sink, end: int | None) -> int:
+        if i:
+            await pinned.wait()
+        return await _fetch(src, info, sink, end, pin, dst, dst_path, retry_delays)
+
+    tasks = [asyncio.ensure_future(one(i, sink, end))
+             for i, (sink, end) in enumerate(zip(sinks, ends, strict=True))]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class _Source:
@@ -184,14 +240,16 @@ def _close_opened(fut: asyncio.Future[Any]) -> None:
         os.close(got[0] if isinstance(got, tuple) else got)
 
 
-async def _fetch(src: Vfs, info: FileInfo, sink: _Sink, dst: str, dst_path: str,
-                 retry_delays: tuple[float, ...]) -> int:
+async def _fetch(src: Vfs, info: FileInfo, sink: _Sink, end: int | None, pin: ReadPin,
+                 dst: str, dst_path: str, retry_delays: tuple[float, ...]) -> int:
+    """One range, ``[sink.start, end)`` (``end`` None: to the end of the file), resumed at the
+    last byte written after a transient failure; the position after its last byte."""
     resume = False
     for delay in (*retry_delays, None):
         try:
             if resume:
                 log.info("copy_resumed", vfs=dst, path=dst_path, offset=sink.written)
-            return await src.read_blocking(info.path, sink.written, sink)
+            pos = await src.read_blocking(info.path, sink.written, sink, end=end, pin=pin)
         except TransientError as exc:
             if delay is None:
                 raise
@@ -199,6 +257,11 @@ async def _fetch(src: Vfs, info: FileInfo, sink: _Sink, dst: str, dst_path: str,
                         resume_at=sink.written, delay_s=delay)
             resume = True
             await asyncio.sleep(delay)
+            continue
+        if end is not None and pos < end:
+            raise fail(TransferError, src.name, info.path, f"source changed during the copy: "
+                       f"read ended at {pos} bytes, expected {info.size}")
+        return pos
     raise AssertionError("unreachable")
 
 

@@ -35,7 +35,12 @@ from aftd.vfs.base import (
     WriteStream,
     fail,
 )
-from aftd.vfs.copy_direct import direct_download, direct_upload, wants_direct
+from aftd.vfs.copy_direct import (
+    direct_download,
+    direct_upload,
+    download_streams,
+    wants_direct_upload,
+)
 from aftd.vfs.copy_ranges import Ranged, ranged_transfer, stream_plan
 from aftd.vfs.paths import join, parent
 
@@ -232,13 +237,17 @@ async def _transfer(job: FileJob, target: str, landed: list[bool]) -> Sent:
         landed.append(True)  # the temporary file exists from the start
         return await _kernel_copy(job, target)
     prog = _Progress()
+    streams = await download_streams(job.src, job.dst, job.src_info.size, job.verify)
+    if streams:
+        landed.append(True)  # the temporary file exists from the start
+        return await _direct(job, target, prog, streams)
     ranged = Ranged(job.src, job.src_info, job.dst, job.dst_path, job.verify)
     streams = await stream_plan(ranged)
     if streams > 1:
         return await ranged_transfer(ranged, target, streams, prog.upto, RETRY_DELAYS)
-    if wants_direct(job.src, job.dst, job.verify):
+    if wants_direct_upload(job.src, job.dst, job.verify):
         landed.append(True)  # the temporary file exists from the start
-        return await _direct(job, target, prog)
+        return await _direct(job, target, prog, 1)
     offset = 0
     resume = False
     for delay in (*RETRY_DELAYS, None):
@@ -261,15 +270,15 @@ async def _transfer(job: FileJob, target: str, landed: list[bool]) -> Sent:
     raise AssertionError("unreachable")
 
 
-async def _direct(job: FileJob, target: str, prog: _Progress) -> Sent:
-    """Between local disk and a backend with blocking reads and writes, on that backend's
-    thread (aftd.vfs.copy_direct); never with ``verify``."""
+async def _direct(job: FileJob, target: str, prog: _Progress, streams: int) -> Sent:
+    """Between local disk and a backend with blocking reads (in ``streams`` ranges at once)
+    or writes, on that backend's threads (aftd.vfs.copy_direct); never with ``verify``."""
     mtime = job.src_info.mtime if job.dst.features.set_mtime else None
     if job.dst.features.local_path:
         dst: LocalVfs = job.dst  # type: ignore[assignment]
-        size = await direct_download(job.src, job.src_info, dst, target, job.dst_path,
-                                     mtime=mtime, progress=prog.upto,
-                                     retry_delays=RETRY_DELAYS)
+        size, _ = await direct_download(job.src, job.src_info, dst, target, job.dst_path,
+                                        streams=streams, mtime=mtime, progress=prog.upto,
+                                        retry_delays=RETRY_DELAYS)
     else:
         src: LocalVfs = job.src  # type: ignore[assignment]
         size = await direct_upload(src, job.src_info, job.dst, target, job.dst_path,

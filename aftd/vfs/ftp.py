@@ -32,6 +32,7 @@ from aftd.vfs.base import (
     FileInfo,
     PathExistsError,
     PathNotFoundError,
+    ReadPin,
     ReadStream,
     StreamDigests,
     Vfs,
@@ -258,13 +259,25 @@ class FtpVfs(Vfs):
                     await reader.close()
                 return
 
+    async def blocking_streams(self, size: int) -> int:
+        """Downloads to local disk run on the connections' threads, large files in
+        ``streams`` ranges at once."""
+        return await self.parallel_streams(size)
+
     async def read_blocking(self, path: str, offset: int,
-                            sink: Callable[[int, memoryview], None]) -> int:
-        """The file from ``offset`` into ``sink`` on the connection's pool thread (a download
-        to local disk: the copy engine's sink writes each chunk in place)."""
+                            sink: Callable[[int, memoryview], None], *, end: int | None = None,
+                            pin: ReadPin | None = None) -> int:
+        """The file from ``offset`` (to ``end``) into ``sink`` on the connection's pool thread
+        (a download to local disk: the copy engine's sink writes each chunk in place)."""
         rel, full = await self._abs(path)
-        return await self._whole_transfer(rel, False, ops.retr_to_sink, full, offset,
-                                          self.opts["block_size"], sink)
+        block = self.opts["block_size"]
+        if pin is not None:
+            pin.learned()  # nothing to pin: FTP has no versions
+        if end is None:
+            return await self._whole_transfer(rel, False, ops.retr_to_sink, full, offset, block,
+                                              sink)
+        return await self._whole_transfer(rel, False, ops.retr_range_to_sink, full, offset, end,
+                                          block, sink, cut=True)
 
     @asynccontextmanager
     async def open_write(self, path: str, offset: int = 0, *, mtime: float | None = None,
@@ -298,13 +311,16 @@ class FtpVfs(Vfs):
         raise AssertionError("unreachable")
 
     async def _whole_transfer(self, rel: str, writing: bool, fn: Callable[..., int],
-                              *args: Any) -> int:
+                              *args: Any, cut: bool = False) -> int:
         """One whole blocking transfer (``fn``) on a leased connection's pool thread. A
         TransferError is the sink's or source's own (local disk failed): the transfer is cut,
-        and with it the connection."""
+        and with it the connection. ``cut``: ``fn`` may cut the transfer, so the connection
+        is not used again."""
         async with self.pool.lease() as conn:
             try:
-                return await self.pool.run(conn, fn, *args)
+                moved = await self.pool.run(conn, fn, *args)
+                conn.broken = conn.broken or cut
+                return moved
             except TransferError:
                 conn.broken = True
                 raise

@@ -320,6 +320,36 @@ def retr_to_sink(c: FtpClient, path: str, offset: int, block: int,
     return pos
 
 
+def retr_range_to_sink(c: FtpClient, path: str, start: int, end: int, block: int,
+                       sink: Callable[[int, memoryview], None]) -> int:
+    """Bytes ``[start, end)`` into ``sink`` as :func:`retr_to_sink` moves them; FTP has no
+    ranged read with an end, so the transfer is cut there (the caller then discards the
+    control connection, whose state after a cut is the server's to choose). Returns the
+    position after the last byte (before ``end`` only if the file ended first)."""
+    conn, _ = c.ntransfercmd(f"RETR {path}", rest=start or None)
+    view = memoryview(bytearray(block))
+    pos = start
+    try:
+        while pos < end:
+            want = min(block, end - pos)
+            n = recv_fill(conn, view[:want])
+            if n:
+                sink(pos, view[:n])
+                pos += n
+            if n < want:
+                break
+    except BaseException:
+        conn.close()
+        c.data = None
+        raise
+    if pos < end:
+        c.end_transfer(conn, sent=False)
+    else:
+        conn.close()
+        c.data = None
+    return pos
+
+
 def stor_from_source(c: FtpClient, opener: Callable[[FtpClient], DataConn], offset: int,
                      block: int, source: Callable[[int, memoryview], int],
                      tail: Callable[[FtpClient, float | None, int], int],

@@ -38,7 +38,9 @@ from aftd.vfs.base import (
 from aftd.vfs.config import VfsConfig
 from aftd.vfs.gcs_api import CONNECT_ERRORS, GcsApi, GcsOptions
 from aftd.vfs.gcs_auth import TokenSource, parse_service_account
+from aftd.vfs.gcs_get import META, blocking_get, media_size
 from aftd.vfs.gcs_upload import GcsWriter, mtime_metadata
+from aftd.vfs.objget import HttpGet
 from aftd.vfs.objread import EmptyResponse, ObjectChanged, RangeResponse
 from aftd.vfs.objstore import (
     OBJECT_STORE_FEATURES,
@@ -52,7 +54,6 @@ __all__ = ["VERIFIED_SERVER_MD5", "GcsVfs", "create"]
 
 T = TypeVar("T")
 VERIFIED_SERVER_MD5 = "server-md5"
-_META = "x-goog-meta-"
 _READ_CHUNK = 1 << 20
 _LIST_FIELDS = "items(name,size,updated,metadata),prefixes,nextPageToken"
 
@@ -61,6 +62,7 @@ class GcsVfs(ObjectStoreVfs):
     features = replace(OBJECT_STORE_FEATURES, list_mtime=True, stream_digests=("md5",))
     kind = "gcs"
     read_errors = CONNECT_ERRORS
+    blocking_gets = True
 
     def __init__(self, name: str, opts: dict[str, Any], secrets: SecretResolver) -> None:
         super().__init__(name, opts["prefix"], streams=opts["streams"],
@@ -236,6 +238,10 @@ class GcsVfs(ObjectStoreVfs):
                        f"the server ignored the range request (HTTP {resp.status})")
         return _Media(resp, start)
 
+    async def blocking_get(self, rel: str, key: str, start: int, end: int | None,
+                           version: str | None) -> HttpGet:
+        return await blocking_get(await self.api(), rel, key, start, end, version)
+
     # -- streams -------------------------------------------------------------------------------
     @asynccontextmanager
     async def open_write(self, path: str, offset: int = 0, *, mtime: float | None = None,
@@ -259,10 +265,10 @@ class _Media:
     def __init__(self, resp: aiohttp.ClientResponse, start: int) -> None:
         self.resp = resp
         self.version: str | None = resp.headers.get("X-Goog-Generation")
-        meta = {k[len(_META):]: v for k, v in resp.headers.items()
-                if k.lower().startswith(_META)}
+        meta = {k[len(META):]: v for k, v in resp.headers.items()
+                if k.lower().startswith(META)}
         self.mtime: float | None = metadata_mtime(meta)
-        self.size = _total_size(resp, start)
+        self.size = media_size(resp.headers, start)
 
     async def read(self, n: int) -> bytes:
         parts: list[bytes] = []
@@ -277,17 +283,6 @@ class _Media:
 
     async def close(self) -> None:
         self.resp.close()
-
-
-def _total_size(resp: aiohttp.ClientResponse, start: int) -> int:
-    """The object's size from Content-Range ("bytes a-b/N"), else from the stored length."""
-    whole = resp.headers.get("Content-Range", "").rpartition("/")[2]
-    if whole.isdigit():
-        return int(whole)
-    stored = resp.headers.get("X-Goog-Stored-Content-Length", "")
-    if stored.isdigit():
-        return int(stored)
-    return start + int(resp.headers.get("Content-Length", "0"))
 
 
 def _entry(meta: dict[str, Any]) -> ObjectEntry:

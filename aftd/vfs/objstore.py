@@ -22,7 +22,8 @@ itself, and every range is pinned to the version the first one saw.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -35,18 +36,26 @@ from aftd.vfs.base import (
     FileInfo,
     PathExistsError,
     PathNotFoundError,
+    ReadPin,
     ReadStream,
+    TransientError,
     Vfs,
     WriteStream,
     fail,
 )
+from aftd.vfs.objget import CONNECTION_ERRORS, HttpGet, read_range
 from aftd.vfs.objkeys import ObjectKeys
-from aftd.vfs.objread import ObjectReader, RangeResponse
+from aftd.vfs.objread import RESUME_DELAYS, ObjectChanged, ObjectReader, RangeResponse
 
-__all__ = ["OBJECT_STORE_FEATURES", "ObjectEntry", "ObjectStoreVfs", "Upload", "publish_on_exit"]
+__all__ = ["BLOCKING_MIN_SIZE", "OBJECT_STORE_FEATURES", "ObjectEntry", "ObjectStoreVfs", "Upload",
+           "publish_on_exit"]
 
 log = structlog.get_logger(__name__)
 
+# Objects at least this large download to local disk on threads (aftd.vfs.objget); smaller
+# ones stream on the pooled connections (a tree of small files would otherwise open a
+# connection per file).
+BLOCKING_MIN_SIZE = 16 << 20
 OBJECT_STORE_FEATURES = Features(publish_on_finish=True, virtual_dirs=True, list_mtime=False)
 
 
@@ -83,6 +92,8 @@ class ObjectStoreVfs(Vfs):
     # Errors of a response body's read worth another GET (besides TransientError).
     read_errors: tuple[type[BaseException], ...] = ()
     object_noun = "an object"  # what the store calls one, in messages
+    # blocking_get is implemented: large downloads to local disk run on threads.
+    blocking_gets = False
 
     def __init__(self, name: str, prefix: str, *, streams: int = 1,
                  streams_min_size: int = 64 << 20) -> None:
@@ -149,6 +160,51 @@ class ObjectStoreVfs(Vfs):
     async def parallel_streams(self, size: int) -> int:
         """``streams`` ranges at once for a file of at least ``streams_min_size`` bytes."""
         return self.streams if size >= self.streams_min_size else 1
+
+    # -- blocking ranged reads (large downloads to local disk) -----------------------------
+    async def blocking_get(self, rel: str, key: str, start: int, end: int | None,
+                           version: str | None) -> HttpGet:
+        """The GET of bytes ``[start, end)`` of ``key`` (``end`` None: to its end) on
+        condition of ``version`` when given, ready to send from a thread (signed, or with a
+        token); only where :attr:`blocking_gets`."""
+        raise NotImplementedError(f"{type(self).__name__} has no blocking GETs")
+
+    async def blocking_streams(self, size: int) -> int:
+        """An object of at least :data:`BLOCKING_MIN_SIZE` downloads to local disk on threads,
+        as :meth:`parallel_streams` ranges."""
+        if not self.blocking_gets or size < BLOCKING_MIN_SIZE:
+            return 0
+        return await self.parallel_streams(size)
+
+    async def read_blocking(self, path: str, offset: int,
+                            sink: Callable[[int, memoryview], None], *, end: int | None = None,
+                            pin: ReadPin | None = None) -> int:
+        """Ranged GETs on a thread (:mod:`aftd.vfs.objget`); one that breaks is asked again
+        for the rest, pinned to the version read so far, as the streaming reads are."""
+        rel = self.rel(path)
+        key = self.keys.key(rel)
+        pin = pin if pin is not None else ReadPin()
+        pos = offset
+
+        def track(at: int, chunk: memoryview) -> None:
+            nonlocal pos
+            sink(at, chunk)
+            pos = at + len(chunk)
+
+        for delay in (*RESUME_DELAYS, None):
+            get = await self.blocking_get(rel, key, pos, end, pin.version)
+            try:
+                return await read_range(get, pos, 1 << 62 if end is None else end, track, pin,
+                                        lambda why: fail(ObjectChanged, self.name, rel, why))
+            except (*CONNECTION_ERRORS, TransientError) as exc:
+                why = str(exc) or type(exc).__name__
+                if delay is None:
+                    raise fail(TransientError, self.name, rel,
+                               f"reading failed at byte {pos}: {why}") from None
+                log.warning(f"{self.kind}_read_resume", vfs=self.name, path=rel, at=pos,
+                            error=why, delay_s=delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     # -- the filesystem view ---------------------------------------------------------------
     def rel(self, path: str) -> str:

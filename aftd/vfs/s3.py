@@ -10,6 +10,7 @@ from the checksums the server verified.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from aftd.vfs.base import (
     mismatch,
 )
 from aftd.vfs.config import VfsConfig
+from aftd.vfs.objget import HttpGet
 from aftd.vfs.objkeys import mtime_from_meta
 from aftd.vfs.objread import RangeResponse
 from aftd.vfs.objstore import ObjectEntry, ObjectStoreVfs
@@ -34,6 +36,7 @@ from aftd.vfs.s3_client import AUTH_CODES, ERRORS, S3Client, S3Code, error_code,
 from aftd.vfs.s3_config import S3VfsConfig
 from aftd.vfs.s3_copy import PartCopyUnsupported, server_copy
 from aftd.vfs.s3_download import BODY_ERRORS, get_range
+from aftd.vfs.s3_get import blocking_get, tls_context
 from aftd.vfs.s3_ops import Orphans
 from aftd.vfs.s3_upload import S3Receipt, S3Upload
 
@@ -49,6 +52,7 @@ _PAGE = 1000
 class S3Vfs(ObjectStoreVfs):
     kind = "s3"
     read_errors = BODY_ERRORS
+    blocking_gets = True
 
     def __init__(self, cfg: S3VfsConfig, secrets: SecretResolver) -> None:
         super().__init__(cfg.name, cfg.prefix, streams=cfg.streams,
@@ -57,6 +61,7 @@ class S3Vfs(ObjectStoreVfs):
         self.bucket = cfg.bucket
         self.client = S3Client(cfg, secrets)
         self.orphans = Orphans()
+        self._tls: ssl.SSLContext | None = None  # for blocking GETs, made at the first
 
     async def call(self, rel: str, op: str, *, allow: frozenset[str] = frozenset(),
                    **kw: Any) -> Any:
@@ -159,6 +164,15 @@ class S3Vfs(ObjectStoreVfs):
     async def get_range(self, rel: str, key: str, start: int, end: int | None,
                         version: str | None) -> RangeResponse:
         return await get_range(self, rel, key, start, end, version)
+
+    async def blocking_get(self, rel: str, key: str, start: int, end: int | None,
+                           version: str | None) -> HttpGet:
+        if self._tls is None:
+            self._tls = tls_context(self.cfg.ca_file)
+        return await blocking_get(
+            await self._client(), self.name, self.bucket, rel, key, start, end, version,
+            context=self._tls, connect_timeout_s=self.cfg.connect_timeout_s,
+            read_timeout_s=self.cfg.read_timeout_s)
 
     # -- streams ---------------------------------------------------------------------------
     @asynccontextmanager
