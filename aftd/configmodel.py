@@ -36,6 +36,7 @@ from aftd.configerrors import config_error, got
 
 __all__ = [
     "HOST_TAG_PATTERN",
+    "PARAM_NAME_PATTERN",
     "ConfigModel",
     "IPNetwork",
     "InvalidKey",
@@ -53,8 +54,11 @@ __all__ = [
     "validate",
 ]
 
-# A [host] tag, a script's REQUIRES_TAGS entry or a trigger's host_tags entry ("vfs:archive").
+# A [host] tag, a script's REQUIRES_TAGS entry, a trigger's host_tags entry or a hostTags entry of
+# POST /v1/jobs ("vfs:archive").
 HOST_TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/=@+-]{0,127}$"
+# A job parameter's name, whether POST /v1/jobs or a trigger's params give it.
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -128,8 +128,7 @@ async def list_jobs(request: web.Request) -> Reply:
     state = request.app[STATE]
     q = validate(JobsQuery, query_input(request, JobsQuery))
     page = Page(request.app[LIMITS].max_page_bytes, JobList, "jobs")
-    last_seq, more = await _fill_page(state, q, page)
-    return page.reply(next_cursor=str(last_seq) if more and last_seq is not None else None)
+    return page.reply_after(*await _fill_page(state, q, page))
 
 
 async def _fill_page(state: ApiState, q: JobsQuery, page: Page) -> tuple[int | None, bool]:

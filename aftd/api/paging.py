@@ -64,6 +64,11 @@ class Page:
         body = head + ",".join(self._parts) + text[len(head):]
         return Reply(self.envelope, body)
 
+    def reply_after(self, last: int | None, more: bool) -> Reply:
+        """The page of a listing that :func:`fill_page` filled: ``nextCursor`` continues after
+        ``last`` when ``more`` rows follow."""
+        return self.reply(next_cursor=str(last) if more and last is not None else None)
+
 
 async def fill_page(page: Page, limit: int, cursor: int | None,
                     fetch: Callable[[int, int | None], Awaitable[Sequence[T]]],

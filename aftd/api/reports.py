@@ -31,8 +31,7 @@ async def list_reports(request: web.Request) -> Reply:
     state = request.app[STATE]
     q = validate(ReportsQuery, query_input(request, ReportsQuery))
     page = Page(request.app[LIMITS].max_page_bytes, ReportList, "reports")
-    last, more = await _fill_page(state, q, page)
-    return page.reply(next_cursor=str(last) if more and last is not None else None)
+    return page.reply_after(*await _fill_page(state, q, page))
 
 
 async def _fill_page(state: ApiState, q: ReportsQuery, page: Page) -> tuple[int | None, bool]:

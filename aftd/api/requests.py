@@ -35,9 +35,10 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from aftd.configmodel import HOST_TAG_PATTERN, PARAM_NAME_PATTERN
 from aftd.jobs.model import JobState, valid_timeout
 
-__all__ = ["HOST_TAG_PATTERN", "MAX_HOST_TAGS", "MAX_IDEMPOTENCY_KEY", "MAX_PARAMS",
+__all__ = ["MAX_HOST_TAGS", "MAX_IDEMPOTENCY_KEY", "MAX_PARAMS",
            "MAX_QUERY_DIGITS", "REPORT_STATES", "JobsQuery", "LogQuery", "ParamItem",
            "ReportsQuery", "RequestModel", "RetryRequest", "TriggerHeaders", "TriggerRequest",
            "aliases", "kind_of"]
@@ -46,8 +47,7 @@ MAX_PARAMS = 256
 MAX_IDEMPOTENCY_KEY = 200
 # Query integers: 18 digits always fit SQLite's 64-bit integers.
 MAX_QUERY_DIGITS = 18
-_PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$"
-_PARAM_NAME = re.compile(_PARAM_NAME_PATTERN)
+_PARAM_NAME = re.compile(PARAM_NAME_PATTERN)
 _SCALARS = (str, int, float, bool)
 
 
@@ -87,7 +87,7 @@ class RequestModel(BaseModel):
 
 # -- POST /v1/jobs ------------------------------------------------------------------------------
 
-ParamName = Annotated[str, StringConstraints(pattern=_PARAM_NAME_PATTERN)]
+ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
 ParamValue = StrictStr | StrictBool | StrictInt | StrictFloat
 
 
@@ -179,7 +179,6 @@ def _timeout(raw: Any, info: ValidationInfo) -> float:
 Timeout = Annotated[float, Field(ge=0), BeforeValidator(_timeout)]
 
 MAX_HOST_TAGS = 32
-HOST_TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/=@+-]{0,127}$"
 HostTags = Annotated[
     tuple[Annotated[str, Strict(), StringConstraints(pattern=HOST_TAG_PATTERN)], ...],
     Field(max_length=MAX_HOST_TAGS),

@@ -23,7 +23,13 @@ from pydantic import (
     field_validator,
 )
 
-from aftd.configmodel import HOST_TAG_PATTERN, ConfigModel, InvalidKey, TypeRegistry
+from aftd.configmodel import (
+    HOST_TAG_PATTERN,
+    PARAM_NAME_PATTERN,
+    ConfigModel,
+    InvalidKey,
+    TypeRegistry,
+)
 
 __all__ = ["NAME_PATTERN", "TRIGGER_TYPES", "TriggerConfig", "TriggerEntries", "param_name_ok"]
 
@@ -32,8 +38,7 @@ TRIGGER_TYPES = TypeRegistry("triggers", {
     "watch": "aftd.triggers.watch_config:WatchTriggerConfig",
 })
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
-# The same rule as a parameter name in POST /v1/jobs.
-_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+_PARAM_NAME = re.compile(PARAM_NAME_PATTERN)
 _NAME = re.compile(NAME_PATTERN)
 ParamValue = StrictStr | StrictBool | StrictInt | StrictFloat
 
