@@ -17,6 +17,7 @@ from aiohttp import web
 
 from tests.fixtures.daemon import Api, DaemonProcess
 from tests.fixtures.sshd import SshdServer, start_sshd
+from tests.fixtures.webapp import serving
 from tests.scripts.helpers import (
     daemon_events,
     daemon_strings,
@@ -259,15 +260,8 @@ async def test_http_from_the_worker(api: Api) -> None:
 
     app = web.Application()
     app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serving(app) as url:
         job = await run_job(api, "api", {"what": "http", "url": url})
-    finally:
-        await runner.cleanup()
     assert job["status"] == "succeeded", job
     assert seen == [f"Bearer {SECRET}"]
     assert _event(await job_log(api, job["jobId"]), "http")["body"] == {"hello": "world"}

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.fixtures.daemon import Api, DaemonProcess, free_port
+from tests.fixtures.daemon import Api, DaemonProcess
 from tests.fixtures.orchestrator import Orchestrator
+from tests.fixtures.procs import free_port
+from tests.fixtures.webapp import serving
 from tests.scripts.helpers import (
     daemon_events,
     daemon_strings,
@@ -329,15 +331,9 @@ async def test_http_builder_and_responses(api: Api) -> None:
 
     app = web.Application()
     app.router.add_route("*", "/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serving(app) as url:
         job, out = await _result(api, {"what": "http", "url": url,
                                        "dead": f"http://127.0.0.1:{free_port()}/"})
-    finally:
-        await runner.cleanup()
     assert job["status"] == "succeeded", job
     assert out["get"] == [True, 200, {"method": "GET", "body": "", "type": None}, "yes", ""]
     assert seen[0] == {"method": "GET", "auth": f"Bearer {SECRET}", "trace": "t-1", "length": 0}

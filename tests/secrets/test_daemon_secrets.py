@@ -11,6 +11,7 @@ from aiohttp import web
 
 from tests.fixtures.daemon import Api, DaemonProcess
 from tests.fixtures.openbao import OpenBaoServer
+from tests.fixtures.webapp import serving
 
 LEAKY = '''
 import urllib.parse
@@ -42,13 +43,8 @@ async def echo_url() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 def _vault_config(bao: OpenBaoServer, token_file: Path) -> str:
