@@ -27,7 +27,7 @@ from aftd.logging import configure_logging, get_logger
 from aftd.report.store import _dumps as report_dumps
 from aftd.serverconfig import ServerConfig
 from aftd.tls import ensure_self_signed, server_context
-from tests.fixtures.daemon import free_port
+from tests.fixtures.procs import free_port
 
 
 @pytest.mark.parametrize(("text", "path", "reason"), [

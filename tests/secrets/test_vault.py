@@ -16,7 +16,8 @@ from aftd.secrets.base import SecretNotFoundError
 from aftd.secrets.chain import SecretChain
 from aftd.secrets.config import SecretsConfig, VaultConfig
 from aftd.secrets.vault import VaultProvider
-from tests.fixtures.openbao import OpenBaoServer, free_port
+from tests.fixtures.openbao import OpenBaoServer
+from tests.fixtures.procs import free_port
 from tests.secrets.helpers import secret_value, write_private
 
 MakeChain = Callable[..., SecretChain]

@@ -8,7 +8,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tests.fixtures.daemon import Api, free_port
+from tests.fixtures.daemon import Api
+from tests.fixtures.procs import free_port
 from tests.fixtures.sshd import SshdServer
 from tests.triggers.helpers import SCRIPTS, jobs_of, table, wait_jobs, wait_status, watch
 
