@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 from tests.fixtures.daemon import Api, DaemonProcess  # noqa: E402
 from tests.fixtures.orchestrator import Orchestrator  # noqa: E402
 from tests.fixtures.postgres import PostgresServer, cleanup, start_postgres  # noqa: E402
-from tests.store.fleet import BUNDLED, migrate_cli  # noqa: E402
+from tests.report.e2e import BUNDLED  # noqa: E402
+from tests.store.fleet import migrate_cli  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SETUPS = (("sqlite", 1), ("postgres", 1), ("postgres", 2), ("postgres", 3))

@@ -1,10 +1,10 @@
 """Fixtures of the report tests: a real orchestrator server, a real secret chain (env provider
-over a private mapping), outboxes on a temporary SQLite file."""
+over a private mapping), outboxes on a temporary SQLite file, an sshd of the test's own."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from aftd.secrets.chain import SecretChain  # noqa: E402
 from aftd.secrets.config import SecretsConfig  # noqa: E402
 from aftd.secrets.env import EnvProvider  # noqa: E402
 from tests.fixtures.orchestrator import Orchestrator  # noqa: E402
+from tests.fixtures.sshd import SshdServer, start_sshd  # noqa: E402
 from tests.report.helpers import FAST  # noqa: E402
 
 MakeOutbox = Callable[..., Awaitable[Outbox]]
@@ -46,6 +47,13 @@ async def secrets(secret_env: dict[str, str]) -> AsyncIterator[SecretChain]:
                         providers=[EnvProvider(secret_env)])
     yield chain
     await chain.aclose()
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SshdServer]:
+    srv = start_sshd(tmp_path / "sshd")
+    yield srv
+    srv.kill()
 
 
 @pytest.fixture

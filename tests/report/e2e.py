@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,8 @@ from typing import Any
 from tests.fixtures.daemon import Api, DaemonProcess
 from tests.fixtures.orchestrator import Orchestrator
 
-__all__ = ["BUNDLED", "GATED", "daemon_for", "wait_delivered"]
+__all__ = ["BUNDLED", "GATED", "daemon_for", "run_workflow", "secret_env", "vfs_table",
+           "wait_delivered"]
 
 BUNDLED = (Path(__file__).resolve().parents[2] / "aftd" / "examples" / "scripts"
            / "claim_transfer_report.py").read_text()
@@ -64,6 +67,31 @@ async def daemon_for(make_daemon: Callable[..., Any], orch: Orchestrator, root: 
         env={"AFTD_SECRET_ORCH_API_URL": orch.url,
              "AFTD_SECRET_ORCH_API_TOKEN": orch.token})
     return d, src, dst
+
+
+def vfs_table(name: str, options: dict[str, Any]) -> str:
+    """A ``[vfs.NAME]`` table of a config, from a fixture's ``vfs_options()``."""
+    return f"[vfs.{name}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
+
+
+def secret_env(orch: Orchestrator, *secrets: dict[str, str]) -> dict[str, str]:
+    """The daemon's environment: the orchestrator's URL and token and ``secrets`` (name to
+    value, as fixtures give them) for the env secret provider."""
+    env = {"AFTD_SECRET_ORCH_API_URL": orch.url, "AFTD_SECRET_ORCH_API_TOKEN": orch.token}
+    for group in secrets:
+        env.update({"AFTD_SECRET_" + re.sub(r"[^A-Z0-9]", "_", k.upper()): v
+                    for k, v in group.items()})
+    return env
+
+
+async def run_workflow(api: Api, job_id: str, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Trigger the bundled workflow for the orchestrator's job ``job_id``; check that the job
+    succeeded and return it once its report is delivered."""
+    status, body = await api.trigger("claim_transfer_report", [{"name": "job_id", "value": job_id}])
+    assert status == 201, body
+    job = await api.wait_job(body["jobId"], timeout=timeout)
+    assert (job["status"], job["exitCode"]) == ("succeeded", 0), job
+    return await wait_delivered(api, body["jobId"])
 
 
 async def wait_delivered(api: Api, job_id: str, timeout: float = 60.0) -> dict[str, Any]:

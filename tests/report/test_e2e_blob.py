@@ -23,17 +23,9 @@ from tests.fixtures.azurite import AzuriteServer
 from tests.fixtures.daemon import Api
 from tests.fixtures.gcs import GcsServer
 from tests.fixtures.orchestrator import Orchestrator
-from tests.report.e2e import BUNDLED, wait_delivered
+from tests.report.e2e import BUNDLED, run_workflow, secret_env, vfs_table
 
 MTIME = "2022-04-15T05:20:00.25Z"  # rclone's metadata format, as another tool left it
-
-
-def _table(name: str, options: dict[str, Any]) -> str:
-    return f"[vfs.{name}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
-
-
-def _env_name(secret: str) -> str:
-    return "AFTD_SECRET_" + re.sub(r"[^A-Z0-9]", "_", secret.upper())
 
 
 def _gcs_object(server: GcsServer, bucket: str, name: str) -> tuple[dict[str, Any], bytes]:
@@ -65,21 +57,15 @@ async def test_azure_to_gcs_through_the_daemon(
     d = await make_daemon(
         scripts={"claim_transfer_report": BUNDLED},
         extra_config="\n".join([
-            _table("blob", azurite.vfs_options(container, prefix="outbound/",
+            vfs_table("blob", azurite.vfs_options(container, prefix="outbound/",
                                                block_size_mib=1, read_chunk_mib=1)),
-            _table("lake", fake_gcs.vfs_options(bucket, prefix="inbound/", chunk_size_mib=1))]),
-        env={"AFTD_SECRET_ORCH_API_URL": orch.url, "AFTD_SECRET_ORCH_API_TOKEN": orch.token,
-             **{_env_name(k): v for k, v in secrets.items()}})
+            vfs_table("lake", fake_gcs.vfs_options(bucket, prefix="inbound/", chunk_size_mib=1))]),
+        env=secret_env(orch, secrets))
     orch.add_job("blob-1", {"sourceVfs": "blob", "sourcePath": "batch-7.bin",
                             "destVfs": "lake", "destDir": "today"})
     api = Api(d)
     try:
-        status, body = await api.trigger("claim_transfer_report",
-                                         [{"name": "job_id", "value": "blob-1"}])
-        assert status == 201, body
-        job = await api.wait_job(body["jobId"], timeout=120)
-        assert (job["status"], job["exitCode"]) == ("succeeded", 0), job
-        job = await wait_delivered(api, body["jobId"])
+        job = await run_workflow(api, "blob-1", timeout=120)
         status, metrics = await api.request("GET", "/metrics")
         assert status == 200
     finally:

@@ -4,33 +4,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.fixtures.daemon import Api
 from tests.fixtures.ftp import FtpServer
 from tests.fixtures.orchestrator import Orchestrator
-from tests.fixtures.sshd import SshdServer, start_sshd
-from tests.report.e2e import BUNDLED, wait_delivered
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    srv = start_sshd(tmp_path / "sshd")
-    yield srv
-    srv.kill()
-
-
-def _table(name: str, options: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return str(v).lower()
-        return str(v) if isinstance(v, int) else f'"{v}"'
-
-    return f"[vfs.{name}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in options.items())
+from tests.fixtures.sshd import SshdServer
+from tests.report.e2e import BUNDLED, run_workflow, secret_env, vfs_table
 
 
 async def test_ftps_to_sftp_through_the_daemon(
@@ -44,21 +26,14 @@ async def test_ftps_to_sftp_through_the_daemon(
     d = await make_daemon(
         scripts={"claim_transfer_report": BUNDLED},
         extra_config="\n".join([
-            _table("partner_ftps", vsftpd.vfs_options(root=f"/{outbound}")),
-            _table("archive", sshd.vfs_options())]),
-        env={"AFTD_SECRET_ORCH_API_URL": orch.url, "AFTD_SECRET_ORCH_API_TOKEN": orch.token,
-             "AFTD_SECRET_VSFTPD_PASSWORD": vsftpd.password,
-             "AFTD_SECRET_SSHD_KEY": sshd.user_key_text})
+            vfs_table("partner_ftps", vsftpd.vfs_options(root=f"/{outbound}")),
+            vfs_table("archive", sshd.vfs_options())]),
+        env=secret_env(orch, vsftpd.secrets, {"sshd-key": sshd.user_key_text}))
     orch.add_job("ftps-1", {"sourceVfs": "partner_ftps", "sourcePath": "batch-9.bin",
                             "destVfs": "archive", "destDir": "inbound"})
     api = Api(d)
     try:
-        status, body = await api.trigger("claim_transfer_report",
-                                         [{"name": "job_id", "value": "ftps-1"}])
-        assert status == 201, body
-        job = await api.wait_job(body["jobId"])
-        assert (job["status"], job["exitCode"]) == ("succeeded", 0), job
-        job = await wait_delivered(api, body["jobId"])
+        job = await run_workflow(api, "ftps-1")
     finally:
         await api.close()
     out = sshd.root / "inbound" / "batch-9.bin"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,10 @@ from tests.fixtures.daemon import Api
 from tests.fixtures.ftp import FtpServer
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.s3 import S3Server
-from tests.fixtures.sshd import SshdServer, start_sshd
-from tests.report.e2e import BUNDLED, wait_delivered
+from tests.fixtures.sshd import SshdServer
+from tests.report.e2e import BUNDLED, run_workflow, secret_env, vfs_table
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    srv = start_sshd(tmp_path / "sshd")
-    yield srv
-    srv.kill()
 
 
 @pytest.fixture
@@ -36,31 +29,10 @@ def bucket(seaweedfs: S3Server) -> str:
     return name
 
 
-def _table(name: str, options: dict[str, Any]) -> str:
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return str(v).lower()
-        return str(v) if isinstance(v, int) else f'"{v}"'
-
-    return f"[vfs.{name}]\n" + "\n".join(f"{k} = {value(v)}" for k, v in options.items())
-
-
-def _env(orch: Orchestrator, *secrets: dict[str, str]) -> dict[str, str]:
-    env = {"AFTD_SECRET_ORCH_API_URL": orch.url, "AFTD_SECRET_ORCH_API_TOKEN": orch.token}
-    for group in secrets:
-        env.update({f"AFTD_SECRET_{k.upper().replace('-', '_')}": v for k, v in group.items()})
-    return env
-
-
 async def _run(d: Any, orch: Orchestrator, job_id: str, size: int) -> dict[str, Any]:
     api = Api(d)
     try:
-        status, body = await api.trigger("claim_transfer_report",
-                                         [{"name": "job_id", "value": job_id}])
-        assert status == 201, body
-        job = await api.wait_job(body["jobId"])
-        assert (job["status"], job["exitCode"]) == ("succeeded", 0), job
-        job = await wait_delivered(api, body["jobId"])
+        job = await run_workflow(api, job_id)
     finally:
         await api.close()
     assert job["progress"]["bytesDone"] == size
@@ -81,9 +53,9 @@ async def test_s3_to_sftp_through_the_daemon(
     (sshd.root / "inbound").mkdir(exist_ok=True)
     d = await make_daemon(
         scripts={"claim_transfer_report": BUNDLED},
-        extra_config="\n".join([_table("lake", seaweedfs.vfs_options(bucket, prefix="inbound/")),
-                                _table("archive", sshd.vfs_options())]),
-        env=_env(orch, seaweedfs.secrets, {"sshd-key": sshd.user_key_text}))
+        extra_config="\n".join([vfs_table("lake", seaweedfs.vfs_options(bucket, prefix="inbound/")),
+                                vfs_table("archive", sshd.vfs_options())]),
+        env=secret_env(orch, seaweedfs.secrets, {"sshd-key": sshd.user_key_text}))
     orch.add_job("s3-1", {"sourceVfs": "lake", "sourcePath": "batch-7.bin",
                           "destVfs": "archive", "destDir": "inbound"})
     await _run(d, orch, "s3-1", len(payload))
@@ -104,9 +76,9 @@ async def test_ftps_to_s3_through_the_daemon(
     d = await make_daemon(
         scripts={"claim_transfer_report": BUNDLED},
         extra_config="\n".join([
-            _table("partner_ftps", vsftpd.vfs_options(root=f"/{outbound}")),
-            _table("lake", seaweedfs.vfs_options(bucket, prefix="landing/"))]),
-        env=_env(orch, vsftpd.secrets, seaweedfs.secrets))
+            vfs_table("partner_ftps", vsftpd.vfs_options(root=f"/{outbound}")),
+            vfs_table("lake", seaweedfs.vfs_options(bucket, prefix="landing/"))]),
+        env=secret_env(orch, vsftpd.secrets, seaweedfs.secrets))
     orch.add_job("ftps-s3-1", {"sourceVfs": "partner_ftps", "sourcePath": "drop-3.bin",
                                "destVfs": "lake", "destDir": "in"})
     await _run(d, orch, "ftps-s3-1", len(payload))

@@ -4,29 +4,15 @@ OpenBao dev server (orchestrator URL and token, SSH key), local → SFTP against
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.fixtures.daemon import Api
 from tests.fixtures.openbao import OpenBaoServer
 from tests.fixtures.orchestrator import Orchestrator
-from tests.fixtures.sshd import SshdServer, start_sshd
-from tests.report.e2e import BUNDLED, wait_delivered
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    srv = start_sshd(tmp_path / "sshd")
-    yield srv
-    srv.kill()
-
-
-def _toml_value(v: Any) -> str:
-    return str(v).lower() if isinstance(v, bool) else (str(v) if isinstance(v, int)
-                                                       else f'"{v}"')
+from tests.fixtures.sshd import SshdServer
+from tests.report.e2e import BUNDLED, run_workflow, vfs_table
 
 
 async def test_local_to_sftp_with_openbao_secrets(
@@ -45,7 +31,7 @@ async def test_local_to_sftp_with_openbao_secrets(
     payload = os.urandom(3 << 20)
     (src / "batch-7.bin").write_bytes(payload)
     (sshd.root / "inbound").mkdir(exist_ok=True)
-    partner = "\n".join(f"{k} = {_toml_value(v)}" for k, v in sshd.vfs_options().items())
+    partner = vfs_table("partner", sshd.vfs_options())
     d = await make_daemon(scripts={"claim_transfer_report": BUNDLED}, extra_config=f"""
 [secrets]
 order = ["vault"]
@@ -57,19 +43,13 @@ prefix = "{prefix}"
 [vfs.src]
 type = "local"
 root = "{src}"
-[vfs.partner]
 {partner}
 """)
     orch.add_job("abc-123", {"sourceVfs": "src", "sourcePath": "batch-7.bin",
                              "destVfs": "partner", "destDir": "inbound"})
     api = Api(d)
     try:
-        status, body = await api.trigger("claim_transfer_report",
-                                         [{"name": "job_id", "value": "abc-123"}])
-        assert status == 201, body
-        job = await api.wait_job(body["jobId"])
-        assert (job["status"], job["exitCode"]) == ("succeeded", 0), job
-        job = await wait_delivered(api, body["jobId"])
+        job = await run_workflow(api, "abc-123")
     finally:
         await api.close()
     assert (sshd.root / "inbound" / "batch-7.bin").read_bytes() == payload

@@ -72,6 +72,19 @@ root = "{dst}"
     return d, src
 
 
+async def _claim_in_flight(api: Api, orch: Orchestrator, src: Path,
+                           job_id: str) -> dict[str, Any]:
+    """Trigger the workflow for ``job_id`` (a file to copy in ``src``); return the job once its
+    claim has reached the orchestrator, which holds the answer until ``orch.claim_hold`` is set."""
+    orch.add_job(job_id)
+    (src / f"{job_id}.dat").write_bytes(b"payload")
+    orch.claim_hold = asyncio.Event()
+    _, job = await api.trigger("claim_transfer_report", {"job_id": job_id})
+    while orch.claims(job_id) == 0:
+        await asyncio.sleep(0.05)
+    return dict(job)
+
+
 class Fault:
     """The store fault a test applies and removes: ``locked`` or ``full``."""
 
@@ -155,14 +168,9 @@ async def test_store_fails_while_the_claim_is_in_flight(
     """The claim succeeds while the store is failing: the body cannot be fixed, the job fails,
     and once the store recovers exactly one "failed" report is delivered."""
     d, src, fault = faulty
-    orch.add_job("o1")
-    (src / "o1.dat").write_bytes(b"payload")
-    orch.claim_hold = asyncio.Event()
     api = Api(d)
     try:
-        _, job = await api.trigger("claim_transfer_report", {"job_id": "o1"})
-        while orch.claims("o1") == 0:
-            await asyncio.sleep(0.05)
+        job = await _claim_in_flight(api, orch, src, "o1")
         with _applied(fault):
             orch.claim_hold.set()  # the claim answer arrives while the store is failing
             await d.wait_for_log('"report_submit_failed"', timeout=60)
@@ -180,14 +188,9 @@ async def test_daemon_killed_while_the_claim_is_in_flight(make_daemon: MakeDaemo
                                                           orch: Orchestrator,
                                                           tmp_path: Path) -> None:
     d, src = await _daemon(make_daemon, orch, tmp_path)
-    orch.add_job("o1")
-    (src / "o1.dat").write_bytes(b"payload")
-    orch.claim_hold = asyncio.Event()
     api = Api(d)
     try:
-        _, job = await api.trigger("claim_transfer_report", {"job_id": "o1"})
-        while orch.claims("o1") == 0:
-            await asyncio.sleep(0.05)
+        job = await _claim_in_flight(api, orch, src, "o1")
     finally:
         await api.close()
     d.kill9()

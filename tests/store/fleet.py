@@ -14,30 +14,9 @@ from typing import Any
 from tests.fixtures.daemon import Api, DaemonProcess
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.postgres import PostgresServer
+from tests.report.e2e import BUNDLED, GATED
 
-__all__ = ["BUNDLED", "FleetOf", "migrate_cli"]
-
-BUNDLED = (Path(__file__).resolve().parents[2] / "aftd" / "examples" / "scripts"
-           / "claim_transfer_report.py").read_text()
-
-# Claims, waits for a gate file, then copies: a transfer that is running when the test acts.
-GATED = '''
-"""Claim, wait for a gate file, then copy and report."""
-import asyncio
-from pathlib import Path
-
-from aftd.report.workflow import claimed
-
-
-async def main(job):
-    async with claimed(job, job_id=job.params["job_id"]) as work:
-        gate = Path(job.params["gate"])
-        while not gate.exists():
-            await asyncio.sleep(0.05)
-        c = work.claim
-        await work.src.copy_to(c.source_path, work.dst, c.dest_dir)
-    return 0
-'''
+__all__ = ["FleetOf", "migrate_cli", "wait_until"]
 
 SLEEPER = '''
 import asyncio
