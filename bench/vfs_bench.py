@@ -132,14 +132,13 @@ def rclone_env(ctx: dict[str, Any]) -> dict[str, str]:
 
 
 # -- the parent ---------------------------------------------------------------------------
-def setup(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.fixtures.sshd import start_sshd
+# A minimal session for the benchmark user: no rc files, motd or lastlog at login.
+SSHD_EXTRA = "PermitUserRC no\nSetEnv BASH_ENV=\n"
 
-    work = Path(tempfile.mkdtemp(prefix="aftd-bench-", dir=args.workdir))
-    local = work / "local"
-    local.mkdir()
-    # A minimal session for the benchmark user: no rc files, motd or lastlog at login.
-    sshd = start_sshd(work / "sshd", extra_config="PermitUserRC no\nSetEnv BASH_ENV=\n")
+
+def write_dataset(local: Path, remote: Path, args: argparse.Namespace) -> None:
+    """``local/big.bin`` (``size_mib``, each MiB numbered) and ``local/tree`` (``files`` small
+    files), and their download sources ``src.bin`` and ``srctree`` in ``remote``."""
     block = os.urandom(1 << 20)
     with (local / "big.bin").open("wb") as f:
         for i in range(args.size_mib):
@@ -149,8 +148,18 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         d = tree / f"d{i % 10}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i:05d}.dat").write_bytes(os.urandom(args.file_kib * 1024))
-    os.link(local / "big.bin", sshd.root / "src.bin")  # the download source
-    shutil.copytree(tree, sshd.root / "srctree")  # the tree's download source
+    os.link(local / "big.bin", remote / "src.bin")
+    shutil.copytree(tree, remote / "srctree")
+
+
+def setup(args: argparse.Namespace) -> dict[str, Any]:
+    from tests.fixtures.sshd import start_sshd
+
+    work = Path(tempfile.mkdtemp(prefix="aftd-bench-", dir=args.workdir))
+    local = work / "local"
+    local.mkdir()
+    sshd = start_sshd(work / "sshd", extra_config=SSHD_EXTRA)
+    write_dataset(local, sshd.root, args)
     entries: dict[str, Any] = {
         "local": {"type": "local", "root": str(local)},
         "remote": {"type": "sftp", "host": "127.0.0.1", "port": sshd.port, "user": sshd.user,

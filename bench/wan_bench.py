@@ -79,17 +79,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="aftd-wan-", dir=args.workdir))
     local = work / "local"
     local.mkdir()
-    sshd = start_sshd(work / "sshd", extra_config="PermitUserRC no\nSetEnv BASH_ENV=\n")
-    block = os.urandom(1 << 20)
-    with (local / "big.bin").open("wb") as f:
-        for i in range(args.size_mib):
-            f.write(i.to_bytes(8, "big") + block[8:])
-    for i in range(args.files):
-        d = local / "tree" / f"d{i % 10}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i:05d}.dat").write_bytes(os.urandom(args.file_kib * 1024))
-    os.link(local / "big.bin", sshd.root / "src.bin")
-    shutil.copytree(local / "tree", sshd.root / "srctree")
+    sshd = start_sshd(work / "sshd", extra_config=vfs_bench.SSHD_EXTRA)
+    vfs_bench.write_dataset(local, sshd.root, args)
     (work / "rclone.conf").write_text("")
     return {"work": work, "local": local, "sshd": sshd, "loop": "asyncio",
             "secrets": vfs_bench.write_private(work / "secrets.json",
