@@ -49,12 +49,7 @@ from aftd.vfs.base import (
 )
 from aftd.vfs.config import VfsConfig
 from aftd.vfs.objread import EmptyResponse, ObjectChanged, RangeResponse
-from aftd.vfs.objstore import (
-    OBJECT_STORE_FEATURES,
-    ObjectEntry,
-    ObjectStoreVfs,
-    publish_on_exit,
-)
+from aftd.vfs.objstore import OBJECT_STORE_FEATURES, ObjectEntry, ObjectStoreVfs, publish_on_exit
 from aftd.vfs.objtime import MTIME_KEY, format_rfc3339, metadata_mtime, stored_mtime
 from aftd.vfs.segments import SegmentReader
 

@@ -42,12 +42,7 @@ from aftd.vfs.gcs_get import META, blocking_get, media_size
 from aftd.vfs.gcs_upload import GcsWriter, mtime_metadata
 from aftd.vfs.objget import HttpGet
 from aftd.vfs.objread import EmptyResponse, ObjectChanged, RangeResponse
-from aftd.vfs.objstore import (
-    OBJECT_STORE_FEATURES,
-    ObjectEntry,
-    ObjectStoreVfs,
-    publish_on_exit,
-)
+from aftd.vfs.objstore import OBJECT_STORE_FEATURES, ObjectEntry, ObjectStoreVfs, publish_on_exit
 from aftd.vfs.objtime import metadata_mtime, parse_mtime, stored_mtime
 
 __all__ = ["VERIFIED_SERVER_MD5", "GcsVfs", "create"]
