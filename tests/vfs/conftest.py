@@ -1,5 +1,5 @@
-"""Fixtures for the VFS tests: local roots, real sshd and FTPS servers, a dict-backed secret
-resolver."""
+"""Fixtures for the VFS tests: local roots, real sshd and FTPS servers (also behind the latency
+relay of ``bench/latency_relay.py``), a dict-backed secret resolver."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # make `tests.fixtures` importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import latency_relay
 
 from aftd.configmodel import Section
 from aftd.errors import SecretError
@@ -102,6 +105,43 @@ async def pool(tmp_path: Path, sshd_a: SshdServer, sshd_b: SshdServer) -> AsyncI
                                         "sshd-b-key": sshd_b.user_key_text}))
     yield p
     await p.aclose()
+
+
+def sftp_and_local(srv: SshdServer, local: Path, remote: Path, **opts: Any) -> VfsPool:
+    """Two VFS: "s", ``remote`` (a directory in the server's root) over SFTP with ``opts``,
+    and "l", the local directory ``local``."""
+    entries = {"s": srv.vfs_options(root=str(remote), **opts),
+               "l": {"type": "local", "root": str(local)}}
+    return make_pool(entries, DictSecrets({"sshd-key": srv.user_key_text}))
+
+
+def relayed_sftp_and_local(srv: SshdServer, local: Path, remote: Path, port: int,
+                           **opts: Any) -> VfsPool:
+    """:func:`sftp_and_local` through a relay listening on ``port``; the host key is pinned, as
+    no known_hosts names the relay's address."""
+    return sftp_and_local(srv, local, remote, port=port, known_hosts="",
+                          host_key_sha256=srv.host_key_sha256, **opts)
+
+
+@pytest.fixture
+def sftp_dirs(tmp_path: Path, sshd_a: SshdServer) -> tuple[Path, Path]:
+    """A local directory and a directory of the test's own on ``sshd_a`` (both empty)."""
+    local, remote = tmp_path / "local", sshd_a.root / f"dirs-{tmp_path.name}"
+    local.mkdir()
+    remote.mkdir()
+    return local, remote
+
+
+@asynccontextmanager
+async def relay_to(srv: SshdServer, rtt_s: float, rate_bps: float = 0.0) -> AsyncIterator[int]:
+    """``srv`` behind a relay adding ``rtt_s`` of round trip (and ``rate_bps`` each way, 0:
+    unlimited); yields the relay's port."""
+    relay = latency_relay.Relay(("127.0.0.1", srv.port), rtt_s, rate_bps=rate_bps)
+    port = await relay.start()
+    try:
+        yield port
+    finally:
+        await relay.aclose()
 
 
 def ftp_subroot(srv: FtpServer, name: str) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,41 +22,15 @@ from aftd.errors import TransferError
 from aftd.vfs import copy_pace
 from aftd.vfs.copy_pace import Pacer
 from aftd.vfs.handle import VfsHandle
-from aftd.vfs.registry import VfsPool
 from tests.fixtures.sshd import SshdServer
-from tests.vfs.conftest import DictSecrets, make_pool
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import latency_relay
-
-
-def _pool(srv: SshdServer, local: Path, remote: Path, **opts: Any) -> VfsPool:
-    entries = {"s": srv.vfs_options(root=str(remote), **opts),
-               "l": {"type": "local", "root": str(local)}}
-    return make_pool(entries, DictSecrets({"sshd-key": srv.user_key_text}))
-
-
-@pytest.fixture
-def dirs(tmp_path: Path, sshd_a: SshdServer) -> tuple[Path, Path]:
-    local, remote = tmp_path / "local", sshd_a.root / f"small-{tmp_path.name}"
-    local.mkdir()
-    remote.mkdir()
-    return local, remote
+from tests.vfs.conftest import relay_to, relayed_sftp_and_local, sftp_and_local
 
 
 @pytest.fixture
 async def wan(sshd_a: SshdServer) -> AsyncIterator[int]:
     """sshd 60 ms away: a file costs a few round trips whatever its size."""
-    relay = latency_relay.Relay(("127.0.0.1", sshd_a.port), 0.06)
-    port = await relay.start()
-    yield port
-    await relay.aclose()
-
-
-def _relayed(srv: SshdServer, local: Path, remote: Path, port: int, **opts: Any) -> VfsPool:
-    return _pool(srv, local, remote, port=port, known_hosts="",
-                 host_key_sha256=srv.host_key_sha256, **opts)
+    async with relay_to(sshd_a, 0.06) as port:
+        yield port
 
 
 def _tree(base: Path, n: int, dirs: int = 4) -> dict[str, bytes]:
@@ -84,11 +57,11 @@ def _paced(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("direction", ["up", "down"])
 async def test_a_tree_over_a_long_path_grows_its_files_in_flight_and_arrives_whole(
-        sshd_a: SshdServer, dirs: tuple[Path, Path], wan: int, direction: str) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path], wan: int, direction: str) -> None:
+    local, remote = sftp_dirs
     src_base, dst_base = (local, remote) if direction == "up" else (remote, local)
     files = _tree(src_base / "t", 240)
-    pool = _relayed(sshd_a, local, remote, wan)
+    pool = relayed_sftp_and_local(sshd_a, local, remote, wan)
     src, dst = ("l", "s") if direction == "up" else ("s", "l")
     try:
         with capture_logs() as logs:
@@ -106,10 +79,10 @@ async def test_a_tree_over_a_long_path_grows_its_files_in_flight_and_arrives_who
 
 
 async def test_cancel_mid_tree_leaves_no_temporary_file(
-        sshd_a: SshdServer, dirs: tuple[Path, Path], wan: int) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path], wan: int) -> None:
+    local, remote = sftp_dirs
     _tree(local / "t", 400)
-    pool = _relayed(sshd_a, local, remote, wan)
+    pool = relayed_sftp_and_local(sshd_a, local, remote, wan)
     task = asyncio.ensure_future(VfsHandle(pool.get("l")).copy_to("t", pool.get("s"), "in"))
     out = remote / "in" / "t"
     try:
@@ -133,10 +106,10 @@ async def test_cancel_mid_tree_leaves_no_temporary_file(
 
 
 async def test_max_files_in_flight_caps_the_growth_and_a_number_fixes_it(
-        sshd_a: SshdServer, dirs: tuple[Path, Path]) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path]) -> None:
+    local, remote = sftp_dirs
     files = _tree(local / "t", 120)
-    pool = _pool(sshd_a, local, remote, max_files_in_flight=6)
+    pool = sftp_and_local(sshd_a, local, remote, max_files_in_flight=6)
     try:
         with capture_logs() as logs:
             await VfsHandle(pool.get("l")).copy_to("t", pool.get("s"), "a")
@@ -149,12 +122,12 @@ async def test_max_files_in_flight_caps_the_growth_and_a_number_fixes_it(
 
 
 async def test_existing_targets_follow_the_overwrite_policy_in_a_paced_tree(
-        sshd_a: SshdServer, dirs: tuple[Path, Path]) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path]) -> None:
+    local, remote = sftp_dirs
     files = _tree(local / "t", 40, dirs=2)
     (remote / "t" / "d0" / "sub").mkdir(parents=True)
     (remote / "t" / "d0" / "sub" / "f0000.bin").write_bytes(b"old")
-    pool = _pool(sshd_a, local, remote)
+    pool = sftp_and_local(sshd_a, local, remote)
     try:
         with pytest.raises(TransferError) as err:
             await VfsHandle(pool.get("l")).copy_to("t", pool.get("s"), "")
@@ -169,10 +142,10 @@ async def test_existing_targets_follow_the_overwrite_policy_in_a_paced_tree(
 
 
 async def test_makedirs_creates_missing_parents_and_refuses_a_file_in_the_way(
-        sshd_a: SshdServer, dirs: tuple[Path, Path]) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path]) -> None:
+    local, remote = sftp_dirs
     (remote / "file").write_bytes(b"x")
-    pool = _pool(sshd_a, local, remote)
+    pool = sftp_and_local(sshd_a, local, remote)
     s = VfsHandle(pool.get("s"))
     try:
         await s.makedirs("a/b/c/d")

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,28 +26,14 @@ from aftd.vfs.copy_ranges import split
 from aftd.vfs.handle import VfsHandle
 from aftd.vfs.registry import VfsPool
 from tests.fixtures.sshd import SshdServer
-from tests.vfs.conftest import DictSecrets, make_pool
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import latency_relay
+from tests.vfs.conftest import relay_to, relayed_sftp_and_local, sftp_and_local
 
 MIB = 1 << 20
 
 
 def _pool(srv: SshdServer, local: Path, remote: Path, **opts: Any) -> VfsPool:
     opts.setdefault("streams_min_size", 16 * MIB)
-    entries = {"s": srv.vfs_options(root=str(remote), **opts),
-               "l": {"type": "local", "root": str(local)}}
-    return make_pool(entries, DictSecrets({"sshd-key": srv.user_key_text}))
-
-
-@pytest.fixture
-def dirs(tmp_path: Path, sshd_a: SshdServer) -> tuple[Path, Path]:
-    local, remote = tmp_path / "local", sshd_a.root / f"streams-{tmp_path.name}"
-    local.mkdir()
-    remote.mkdir()
-    return local, remote
+    return sftp_and_local(srv, local, remote, **opts)
 
 
 def _big(path: Path, mib: int) -> bytes:
@@ -62,8 +47,8 @@ def _ranged(logs: list[dict[str, Any]]) -> list[int]:
 
 
 async def test_upload_and_download_as_four_streams_are_byte_identical(
-        sshd_a: SshdServer, dirs: tuple[Path, Path]) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path]) -> None:
+    local, remote = sftp_dirs
     data = _big(local / "big.bin", 40)
     mtime = 1_600_000_000
     os.utime(local / "big.bin", (mtime, mtime))
@@ -88,8 +73,8 @@ async def test_upload_and_download_as_four_streams_are_byte_identical(
 
 
 async def test_verified_ranged_upload_checks_the_stored_file(
-        sshd_a: SshdServer, dirs: tuple[Path, Path]) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path]) -> None:
+    local, remote = sftp_dirs
     data = _big(local / "v.bin", 30)
     pool = _pool(sshd_a, local, remote, streams=3)
     try:
@@ -105,8 +90,8 @@ async def test_verified_ranged_upload_checks_the_stored_file(
 
 
 async def test_small_files_and_lan_auto_use_one_stream(
-        sshd_a: SshdServer, dirs: tuple[Path, Path]) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path]) -> None:
+    local, remote = sftp_dirs
     _big(local / "small.bin", 8)
     _big(local / "big.bin", 24)
     pool = _pool(sshd_a, local, remote)  # streams = "auto" on loopback: one stream
@@ -123,21 +108,19 @@ async def test_small_files_and_lan_auto_use_one_stream(
 @pytest.fixture
 async def slow_relay(sshd_a: SshdServer) -> AsyncIterator[int]:
     """sshd behind 40 ms of round trip and 8 MB/s each way: a 48 MiB copy takes seconds."""
-    relay = latency_relay.Relay(("127.0.0.1", sshd_a.port), 0.04, rate_bps=8e6)
-    port = await relay.start()
-    yield port
-    await relay.aclose()
+    async with relay_to(sshd_a, 0.04, rate_bps=8e6) as port:
+        yield port
 
 
 def _relayed_pool(srv: SshdServer, local: Path, remote: Path, port: int, **opts: Any,
                   ) -> VfsPool:
-    return _pool(srv, local, remote, port=port, known_hosts="",
-                 host_key_sha256=srv.host_key_sha256, **opts)
+    opts.setdefault("streams_min_size", 16 * MIB)
+    return relayed_sftp_and_local(srv, local, remote, port, **opts)
 
 
 async def test_auto_streams_follow_the_measured_round_trip_and_final_name_is_never_partial(
-        sshd_a: SshdServer, dirs: tuple[Path, Path], slow_relay: int) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path], slow_relay: int) -> None:
+    local, remote = sftp_dirs
     data = _big(local / "wan.bin", 24)
     pool = _relayed_pool(sshd_a, local, remote, slow_relay)
     seen: list[int] = []
@@ -169,8 +152,8 @@ async def test_auto_streams_follow_the_measured_round_trip_and_final_name_is_nev
 
 @pytest.mark.parametrize("direction", ["up", "down"])
 async def test_cancel_mid_stream_leaves_nothing(
-        sshd_a: SshdServer, dirs: tuple[Path, Path], slow_relay: int, direction: str) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path], slow_relay: int, direction: str) -> None:
+    local, remote = sftp_dirs
     src_dir = local if direction == "up" else remote
     dst_dir = remote if direction == "up" else local
     _big(src_dir / "c.bin", 48)
@@ -245,8 +228,8 @@ def test_config_keys(sshd_a: SshdServer, key: str, value: object, ok: bool) -> N
 
 
 async def test_sessions_start_in_parallel_and_a_full_pool_waits_for_one(
-        sshd_a: SshdServer, dirs: tuple[Path, Path]) -> None:
-    local, remote = dirs
+        sshd_a: SshdServer, sftp_dirs: tuple[Path, Path]) -> None:
+    local, remote = sftp_dirs
     wide = _pool(sshd_a, local, remote, max_connections=1, max_sessions=4)
     narrow = _pool(sshd_a, local, remote, max_connections=1, max_sessions=1)
     try:
