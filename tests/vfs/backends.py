@@ -96,6 +96,27 @@ def _unique() -> str:
     return f"t{next(_SEQ)}-{uuid.uuid4().hex[:8]}"
 
 
+class _BucketServer(Protocol):
+    def vfs_options(self, bucket: str, *, prefix: str = "", **extra: Any) -> dict[str, Any]: ...
+    def create_bucket(self, name: str) -> None: ...
+
+
+def _bucket_name() -> str:
+    return f"aftd-{uuid.uuid4().hex[:12]}"
+
+
+def _new_bucket(server: _BucketServer) -> str:
+    """A bucket made for this session's targets (each one a prefix of its own in it)."""
+    name = _bucket_name()
+    server.create_bucket(name)
+    return name
+
+
+def _unknown_container(server: _BucketServer | AzuriteServer) -> dict[str, Any]:
+    """An entry naming a bucket (or container) that does not exist."""
+    return server.vfs_options(f"no-such-{uuid.uuid4().hex[:12]}")
+
+
 @dataclass
 class LocalFactory:
     base: Path
@@ -157,9 +178,7 @@ class S3Factory:
     bucket: str = ""
 
     def new(self) -> BackendTarget:
-        if not self.bucket:
-            self.bucket = f"aftd-{uuid.uuid4().hex[:12]}"
-            self.server.create_bucket(self.bucket)
+        self.bucket = self.bucket or _new_bucket(self.server)
         prefix = _unique() + "/"
         wrong = "wrong-" + uuid.uuid4().hex
         secret_key = f"{self.server.kind}-secret-key"
@@ -168,7 +187,7 @@ class S3Factory:
             server=self.server, strict_names=True,
             leftovers=lambda: _incomplete_uploads(self.server, self.bucket, prefix),
             bad_secrets={**self.server.secrets, secret_key: wrong}, bad_value=wrong,
-            unknown_container=self.server.vfs_options(f"no-such-{uuid.uuid4().hex[:12]}"),
+            unknown_container=_unknown_container(self.server),
             # one part at a time: parts confirm in order, so "half the bytes confirmed" comes
             # well before the upload completes, however loaded the machine
             small_steps={"part_size_mib": 5, "max_parts_in_flight": 1})
@@ -195,7 +214,7 @@ class AzureFactory:
 
     def new(self) -> BackendTarget:
         if not self.container:
-            self.container = f"aftd-{uuid.uuid4().hex[:12]}"
+            self.container = _bucket_name()
             with _blob_service(self.server) as svc:
                 svc.create_container(self.container)
         prefix = _unique() + "/"
@@ -205,7 +224,7 @@ class AzureFactory:
             dict(self.server.secrets), server=self.server, strict_names=True,
             leftovers=lambda: _uncommitted_blobs(self.server, self.container, prefix),
             bad_secrets={**self.server.secrets, "azurite-key": wrong}, bad_value=wrong,
-            unknown_container=self.server.vfs_options(f"no-such-{uuid.uuid4().hex[:12]}"),
+            unknown_container=_unknown_container(self.server),
             small_steps={"block_size_mib": 1}, persist=self.server.restart)
 
 
@@ -230,16 +249,14 @@ class GcsFactory:
     bucket: str = ""
 
     def new(self) -> BackendTarget:
-        if not self.bucket:
-            self.bucket = f"aftd-{uuid.uuid4().hex[:12]}"
-            self.server.create_bucket(self.bucket)
+        self.bucket = self.bucket or _new_bucket(self.server)
         prefix = _unique() + "/"
         # fake-gcs-server checks no credentials: no wrong-credential case here (the GCS
         # backend's own tests check malformed service-account JSON).
         return BackendTarget(
             "gcs", self.server.vfs_options(self.bucket, prefix=prefix),
             dict(self.server.secrets), server=self.server, strict_names=True,
-            unknown_container=self.server.vfs_options(f"no-such-{uuid.uuid4().hex[:12]}"),
+            unknown_container=_unknown_container(self.server),
             small_steps={"chunk_size_mib": 1})
 
 
