@@ -25,7 +25,6 @@ from urllib.parse import quote
 import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
-from aftd import progress
 from aftd.vfs.registry import VfsPool
 from tests.fixtures.azurite import AzuriteServer
 from tests.fixtures.gcs import GcsServer
@@ -120,6 +119,3 @@ class Bytes:
 
     def advance(self, files: int = 0, nbytes: int = 0) -> None:
         self.done += nbytes
-
-    def install(self) -> Any:
-        return progress.CURRENT.set(self)

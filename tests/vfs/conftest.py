@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import latency_relay
 
+from aftd import progress
 from aftd.configmodel import Section
 from aftd.errors import SecretError
+from aftd.jobs.model import Progress
 from aftd.vfs.base import Vfs
 from aftd.vfs.config import parse_vfs_section
 from aftd.vfs.registry import VfsPool
@@ -56,6 +58,30 @@ class DictSecrets:
             return self.values[name]
         except KeyError:
             raise SecretError(f"secret {name!r} not found") from None
+
+
+class At(Progress):
+    """A progress sink that calls ``action`` once, when the copy has moved ``at`` bytes."""
+
+    def __init__(self, at: int, action: Callable[[], object]) -> None:
+        super().__init__()
+        self.at, self.action, self.fired = at, action, False
+
+    def advance(self, files: int = 0, nbytes: int = 0) -> None:
+        super().advance(files, nbytes)
+        if self.bytes_done >= self.at and not self.fired:
+            self.fired = True
+            self.action()
+
+
+@contextmanager
+def progress_to(sink: progress.ProgressSink) -> Iterator[None]:
+    """Copies started in the block report their progress to ``sink``."""
+    token = progress.CURRENT.set(sink)
+    try:
+        yield
+    finally:
+        progress.CURRENT.reset(token)
 
 
 def make_pool(entries: dict[str, dict[str, Any]], secrets: DictSecrets) -> VfsPool:

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from aftd import progress
 from aftd.errors import AftdError, TransferError
 from aftd.jobs.model import Progress
 from aftd.vfs.base import PathNotFoundError, Vfs, read_back_sha256
 from aftd.vfs.copy import CopyResult
 from aftd.vfs.handle import VfsHandle
 from tests.vfs.backends import MATRIX, BackendTarget
-from tests.vfs.conftest import target_of, target_vfs
+from tests.vfs.conftest import At, progress_to, target_of, target_vfs
 
 BIG = 64 << 20
 LOCAL_SRC = BackendTarget("local", {"type": "local", "root": ""}, {})
@@ -55,27 +54,10 @@ async def names_in(vfs: Vfs, path: str) -> list[str]:
         return []
 
 
-class At(Progress):
-    """Calls ``action`` once, when the copy has moved ``at`` bytes."""
-
-    def __init__(self, at: int, action: object) -> None:
-        super().__init__()
-        self.at, self.action, self.fired = at, action, False
-
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
-        super().advance(files, nbytes)
-        if self.bytes_done >= self.at and not self.fired:
-            self.fired = True
-            self.action()  # type: ignore[operator]
-
-
 async def copy_with(sink: Progress, src: Vfs, path: str, dst: Vfs, dst_dir: str,
                     ) -> asyncio.Task[CopyResult]:
-    token = progress.CURRENT.set(sink)
-    try:
+    with progress_to(sink):
         return asyncio.create_task(VfsHandle(src).copy_to(path, dst, dst_dir, verify="sha256"))
-    finally:
-        progress.CURRENT.reset(token)
 
 
 @pytest.mark.parametrize("backend", MATRIX)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from aftd import progress
 from aftd.errors import TransferError
 from aftd.vfs.handle import VfsHandle
 from tests.fixtures.azurite import AzuriteServer
@@ -22,7 +21,7 @@ from tests.vfs.blob_fixtures import (
     azure_store,
     blob_store,
 )
-from tests.vfs.conftest import DictSecrets, make_pool
+from tests.vfs.conftest import DictSecrets, make_pool, progress_to
 
 __all__ = ["azure_store", "blob_store"]  # fixtures, for pytest (servers: tests/vfs/conftest.py)
 
@@ -33,11 +32,8 @@ SIZE = 32 * MIB
 async def run_until(store: BlobStore, coro: object, at: int) -> tuple[asyncio.Task[object], Bytes]:
     """Start the copy ``coro`` and return once ``at`` bytes have been confirmed."""
     sink = Bytes()
-    token = sink.install()
-    try:
+    with progress_to(sink):
         task: asyncio.Task[object] = asyncio.create_task(coro)  # type: ignore[arg-type]
-    finally:
-        progress.CURRENT.reset(token)
     while sink.done < at and not task.done():
         await asyncio.sleep(0.005)
     assert not task.done(), "the copy ended before the server could be killed"

@@ -16,7 +16,6 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient
 
-from aftd import progress
 from aftd.vfs.azure_upload import BLOCK_GROWTH_EVERY, MAX_BLOCK, block_size
 from aftd.vfs.gcs_upload import GcsWriter, persisted_end
 from aftd.vfs.handle import VfsHandle
@@ -32,6 +31,7 @@ from tests.vfs.blob_fixtures import (
     blob_store,
     make_store,
 )
+from tests.vfs.conftest import progress_to
 
 __all__ = ["azure_store", "blob_store"]  # fixtures, for pytest (servers: tests/vfs/conftest.py)
 
@@ -41,12 +41,9 @@ MIB = 1 << 20
 async def cancel_mid_copy(store: BlobStore, **kwargs: Any) -> None:
     (store.local / "big.bin").write_bytes(os.urandom(16 * MIB))
     sink = Bytes()
-    token = sink.install()
-    try:
+    with progress_to(sink):
         task = asyncio.create_task(VfsHandle(store.pool.get("l1")).copy_to(
             "big.bin", store.pool.get("obj"), "", **kwargs))
-    finally:
-        progress.CURRENT.reset(token)
     while sink.done < 3 * MIB and not task.done():
         await asyncio.sleep(0.005)
     task.cancel()

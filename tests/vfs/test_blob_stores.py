@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from aftd import progress
 from aftd.errors import TransferError
 from aftd.vfs.base import PathExistsError, PathNotFoundError, StreamDigests
 from aftd.vfs.handle import VfsHandle
 from tests.vfs.blob_fixtures import PREFIX, BlobStore, Bytes, blob_store
-from tests.vfs.conftest import make_pool
+from tests.vfs.conftest import make_pool, progress_to
 
 __all__ = ["blob_store"]  # fixtures, for pytest (servers: tests/vfs/conftest.py)
 
@@ -186,12 +185,9 @@ async def test_cancel_half_way_leaves_nothing(blob_store: BlobStore) -> None:
     write(blob_store.local, "big.bin", os.urandom(24 * MIB))
     obj = blob_store.pool.get("obj")
     sink = Bytes()
-    token = sink.install()
-    try:
+    with progress_to(sink):
         task = asyncio.create_task(
             VfsHandle(blob_store.pool.get("l1")).copy_to("big.bin", obj, "", verify="sha256"))
-    finally:
-        progress.CURRENT.reset(token)
     while sink.done < 3 * MIB and not task.done():
         await asyncio.sleep(0.01)
     assert not task.done(), "the copy finished before it could be cancelled"

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from aftd import progress
 from aftd.errors import TransferError
 from aftd.jobs.model import Progress
 from aftd.vfs.base import PathExistsError
 from aftd.vfs.copy import CopyResult
 from aftd.vfs.handle import VfsHandle
 from aftd.vfs.registry import VfsPool
+from tests.vfs.conftest import At, progress_to
 
 PAIRS = [("l1", "l2"), ("l1", "s1"), ("s1", "l1"), ("s1", "s2")]
 PAIR_IDS = [f"{a}-{b}" for a, b in PAIRS]
@@ -71,11 +71,8 @@ async def test_copy_file_verified_with_progress_and_mtime(pool: VfsPool, a: str,
     src.write_bytes(data)
     os.utime(src, (1_650_000_000, 1_650_000_000))
     sink = Progress()  # the sink the runner hands every job
-    token = progress.CURRENT.set(sink)
-    try:
+    with progress_to(sink):
         res = await VfsHandle(pool.get(a)).copy_to("in/report 1.csv", pool.get(b), "out/x", verify="sha256")
-    finally:
-        progress.CURRENT.reset(token)
     out = root_of(pool, b) / "out" / "x" / "report 1.csv"
     assert out.read_bytes() == data
     assert out.stat().st_mtime == 1_650_000_000
@@ -169,28 +166,14 @@ async def test_bad_arguments_are_clear(pool: VfsPool) -> None:
         await VfsHandle(src).copy_to("f", pool.get("l2"), "../up")
 
 
-class CancelAt(Progress):
-    def __init__(self, task: list[asyncio.Task[CopyResult]], at: int) -> None:
-        super().__init__()
-        self.task, self.at = task, at
-
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
-        super().advance(files, nbytes)
-        if self.bytes_done >= self.at and self.task:
-            self.task[0].cancel()
-
-
 @pytest.mark.parametrize(("a", "b"), PAIRS, ids=PAIR_IDS)
 async def test_cancel_half_way_leaves_nothing(pool: VfsPool, a: str, b: str,
                                               big_file: tuple[Path, str]) -> None:
     place(pool, a, "big.bin", big_file[0])
     holder: list[asyncio.Task[CopyResult]] = []
-    sink = CancelAt(holder, BIG // 2)
-    token = progress.CURRENT.set(sink)
-    try:
+    sink = At(BIG // 2, lambda: holder[0].cancel())
+    with progress_to(sink):
         holder.append(asyncio.create_task(VfsHandle(pool.get(a)).copy_to("big.bin", pool.get(b), "o")))
-    finally:
-        progress.CURRENT.reset(token)
     with pytest.raises(asyncio.CancelledError):
         await holder[0]
     assert BIG // 2 <= sink.bytes_done < BIG
@@ -232,11 +215,8 @@ async def test_on_error_continue_attempts_every_file(pool: VfsPool, a: str, b: s
         (root_of(pool, a) / "t" / "c.txt").chmod(0)
         expect_failed["t/c.txt"] = "ermission denied"
     sink = VanishAfterListing(root_of(pool, a) / "t" / "gone.txt")
-    token = progress.CURRENT.set(sink)
-    try:
+    with progress_to(sink):
         res = await VfsHandle(pool.get(a)).copy_to("t", pool.get(b), "", on_error="continue", transfers=2)
-    finally:
-        progress.CURRENT.reset(token)
     failed = dict(res.failed)
     assert set(failed) == set(expect_failed), res.failed
     for path, needle in expect_failed.items():

@@ -18,9 +18,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from aftd import progress
 from aftd.errors import TransferError
-from aftd.jobs.model import Progress
 from aftd.vfs import copy_file
 from aftd.vfs.base import PathEscapeError, PathExistsError, PathNotFoundError, TransientError
 from aftd.vfs.copy import CopyResult
@@ -28,7 +26,7 @@ from aftd.vfs.ftp import FtpVfs
 from aftd.vfs.handle import VfsHandle
 from aftd.vfs.registry import VfsPool
 from tests.fixtures.ftp import FtpServer, start_pyftpdlib, start_vsftpd
-from tests.vfs.conftest import DictSecrets, ftp_subroot, make_pool
+from tests.vfs.conftest import At, DictSecrets, ftp_subroot, make_pool, progress_to
 
 MiB = 1 << 20
 
@@ -477,17 +475,6 @@ async def test_a_large_download_moves_as_parallel_ranges(ftp_server: FtpServer,
 
 # -- failures half-way ---------------------------------------------------------------------------------
 
-class CancelAt(Progress):
-    def __init__(self, task: list[asyncio.Task[CopyResult]], at: int) -> None:
-        super().__init__()
-        self.task, self.at = task, at
-
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
-        super().advance(files, nbytes)
-        if self.bytes_done >= self.at and self.task:
-            self.task[0].cancel()
-
-
 @pytest.mark.parametrize("upload", [True, False], ids=["upload", "download"])
 async def test_cancel_half_way_leaves_no_file_and_no_temp(ftp: tuple[VfsPool, Path, Path],
                                                           upload: bool) -> None:
@@ -499,12 +486,9 @@ async def test_cancel_half_way_leaves_no_file_and_no_temp(ftp: tuple[VfsPool, Pa
             fh.write(block)
     src, dst = (pool.get("l"), pool.get("f")) if upload else (pool.get("f"), pool.get("l"))
     holder: list[asyncio.Task[CopyResult]] = []
-    sink = CancelAt(holder, size // 2)
-    token = progress.CURRENT.set(sink)
-    try:
+    sink = At(size // 2, lambda: holder[0].cancel())
+    with progress_to(sink):
         holder.append(asyncio.create_task(VfsHandle(src).copy_to("big.bin", dst, "o")))
-    finally:
-        progress.CURRENT.reset(token)
     with pytest.raises(asyncio.CancelledError):
         await holder[0]
     assert size // 2 <= sink.bytes_done < size
@@ -515,18 +499,10 @@ async def test_cancel_half_way_leaves_no_file_and_no_temp(ftp: tuple[VfsPool, Pa
     assert (await f.stat("")).is_dir  # the pool works on after the cut transfer
 
 
-class KillAt(Progress):
-    def __init__(self, srv: FtpServer, at: int, restart: bool) -> None:
-        super().__init__()
-        self.srv, self.at, self.restart, self.fired = srv, at, restart, False
-
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
-        super().advance(files, nbytes)
-        if self.bytes_done >= self.at and not self.fired:
-            self.fired = True
-            self.srv.kill()
-            if self.restart:
-                self.srv.start()
+def _kill(srv: FtpServer, restart: bool) -> None:
+    srv.kill()
+    if restart:
+        srv.start()
 
 
 async def _copy_with_kill(srv: FtpServer, tmp_path: Path, upload: bool, restart: bool,
@@ -540,15 +516,14 @@ async def _copy_with_kill(srv: FtpServer, tmp_path: Path, upload: bool, restart:
     else:
         srv.write("f.bin", data)
     src, dst = (pool.get("l"), pool.get("f")) if upload else (pool.get("f"), pool.get("l"))
-    sink = KillAt(srv, len(data) // 3, restart)
-    token = progress.CURRENT.set(sink)
+    sink = At(len(data) // 3, lambda: _kill(srv, restart))
     try:
-        result: CopyResult | BaseException = await VfsHandle(src).copy_to(
-            "f.bin", dst, "out", verify=verify)
+        with progress_to(sink):
+            result: CopyResult | BaseException = await VfsHandle(src).copy_to(
+                "f.bin", dst, "out", verify=verify)
     except TransferError as exc:
         result = exc
     finally:
-        progress.CURRENT.reset(token)
         await pool.aclose()
     assert sink.fired
     return (remote if upload else local) / "out", digest, result

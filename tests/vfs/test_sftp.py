@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from aftd import progress
 from aftd.errors import SecretError, TransferError
 from aftd.vfs import copy_file
 from aftd.vfs.copy import CopyResult
 from aftd.vfs.handle import VfsHandle
 from aftd.vfs.sftp import SftpVfs
 from tests.fixtures.sshd import SshdServer
-from tests.vfs.conftest import DictSecrets, make_pool
+from tests.vfs.conftest import At, DictSecrets, make_pool, progress_to
 
 
 def sftp_pool(srv: SshdServer, tmp: Path, secrets: DictSecrets | None = None, **opts: object):
@@ -126,20 +125,10 @@ async def test_reconnects_transparently_after_server_restart(sshd_own: SshdServe
         await pool.aclose()
 
 
-class KillAt:
-    def __init__(self, srv: SshdServer, at: int, restart: bool) -> None:
-        self.srv, self.at, self.restart, self.bytes, self.fired = srv, at, restart, 0, False
-
-    def add_total(self, files: int = 0, nbytes: int = 0) -> None:
-        pass
-
-    def advance(self, files: int = 0, nbytes: int = 0) -> None:
-        self.bytes += nbytes
-        if self.bytes >= self.at and not self.fired:
-            self.fired = True
-            self.srv.kill()
-            if self.restart:
-                self.srv.restart()
+def _kill(srv: SshdServer, restart: bool) -> None:
+    srv.kill()
+    if restart:
+        srv.restart()
 
 
 async def _copy_with_kill(srv: SshdServer, tmp_path: Path, upload: bool, restart: bool,
@@ -150,15 +139,14 @@ async def _copy_with_kill(srv: SshdServer, tmp_path: Path, upload: bool, restart
     (src_dir / "f.bin").write_bytes(data)
     pool = sftp_pool(srv, tmp_path)
     src, dst = (pool.get("l"), pool.get("s")) if upload else (pool.get("s"), pool.get("l"))
-    sink = KillAt(srv, len(data) // 3, restart)
-    token = progress.CURRENT.set(sink)
+    sink = At(len(data) // 3, lambda: _kill(srv, restart))
     try:
-        result: CopyResult | BaseException = await VfsHandle(src).copy_to(
-            "f.bin", dst, "out", verify="sha256")
+        with progress_to(sink):
+            result: CopyResult | BaseException = await VfsHandle(src).copy_to(
+                "f.bin", dst, "out", verify="sha256")
     except TransferError as exc:
         result = exc
     finally:
-        progress.CURRENT.reset(token)
         await pool.aclose()
     assert sink.fired
     out_dir = (srv.root if upload else tmp_path) / "out"

@@ -16,6 +16,7 @@ import structlog
 
 from aftd.errors import TransferError
 from aftd.vfs.base import WriteStream
+from aftd.vfs.copy import CopyResult
 from aftd.vfs.handle import VfsHandle
 from aftd.vfs.local import LocalVfs
 from aftd.vfs.registry import VfsPool
@@ -66,17 +67,25 @@ async def test_sftp_destination_hashes_on_the_server(pool: VfsPool) -> None:
     assert res.checksums == {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
 
 
-@pytest.mark.parametrize("command", ["", "no-such-sha256sum"])
-async def test_sftp_without_the_command_reads_back(tmp_path: Path, sshd_a: SshdServer,
-                                                   command: str) -> None:
+async def _upload(tmp_path: Path, sshd_a: SshdServer, command: str, n: int,
+                  ) -> tuple[dict[str, bytes], CopyResult, list[dict[str, Any]]]:
+    """``n`` files copied to SFTP with verify="sha256" and ``sha256sum_command = command``:
+    the files, the result and what was logged."""
     pool = sftp_pool(tmp_path, sshd_a, sha256sum_command=command)
     try:
-        files = tree(tmp_path / "local", 3)
+        files = tree(tmp_path / "local", n)
         with structlog.testing.capture_logs() as logs:
             res = await VfsHandle(pool.get("local")).copy_to("t", pool.get("remote"), "",
                                                              verify="sha256")
     finally:
         await pool.aclose()
+    return files, res, logs
+
+
+@pytest.mark.parametrize("command", ["", "no-such-sha256sum"])
+async def test_sftp_without_the_command_reads_back(tmp_path: Path, sshd_a: SshdServer,
+                                                   command: str) -> None:
+    files, res, logs = await _upload(tmp_path, sshd_a, command, 3)
     assert res.verified_by == dict.fromkeys(files, "read-back")
     gave_up = [e for e in logs if e["event"] == "sftp_remote_hash_unavailable"]
     assert len(gave_up) == (1 if command else 0)  # logged once, then not tried again
@@ -86,14 +95,7 @@ async def test_sftp_remote_digest_that_disagrees_is_checked_by_read_back(
         tmp_path: Path, sshd_a: SshdServer) -> None:
     # A command that answers a wrong digest (a chrooted session's shell could hash another file):
     # the read-back agrees with what was sent, so the copy succeeds and the command is dropped.
-    pool = sftp_pool(tmp_path, sshd_a, sha256sum_command=f"f() {{ echo '{ZEROS}  x'; }}; f")
-    try:
-        files = tree(tmp_path / "local", 2)
-        with structlog.testing.capture_logs() as logs:
-            res = await VfsHandle(pool.get("local")).copy_to("t", pool.get("remote"), "",
-                                                             verify="sha256")
-    finally:
-        await pool.aclose()
+    files, res, logs = await _upload(tmp_path, sshd_a, f"f() {{ echo '{ZEROS}  x'; }}; f", 2)
     assert res.verified_by == dict.fromkeys(files, "read-back")
     [gave_up] = [e for e in logs if e["event"] == "sftp_remote_hash_unavailable"]
     assert "disagreed" in gave_up["reason"]
