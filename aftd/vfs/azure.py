@@ -38,6 +38,7 @@ from aftd.vfs.azure_conn import (
     is_auth_failure,
     translate,
 )
+from aftd.vfs.azure_get import BlobAccess
 from aftd.vfs.azure_upload import AzureWriter
 from aftd.vfs.base import (
     PathNotFoundError,
@@ -48,6 +49,7 @@ from aftd.vfs.base import (
     fail,
 )
 from aftd.vfs.config import VfsConfig
+from aftd.vfs.objget import HttpGet
 from aftd.vfs.objread import EmptyResponse, ObjectChanged, RangeResponse
 from aftd.vfs.objstore import OBJECT_STORE_FEATURES, ObjectEntry, ObjectStoreVfs, publish_on_exit
 from aftd.vfs.objtime import MTIME_KEY, format_rfc3339, metadata_mtime, stored_mtime
@@ -65,6 +67,7 @@ class AzureVfs(ObjectStoreVfs):
     features = replace(OBJECT_STORE_FEATURES, list_mtime=True)
     kind = "azure"
     object_noun = "a blob"
+    blocking_gets = True
 
     def __init__(self, name: str, opts: dict[str, Any], secrets: SecretResolver) -> None:
         super().__init__(name, opts["prefix"], streams=opts["streams"],
@@ -75,6 +78,7 @@ class AzureVfs(ObjectStoreVfs):
         self._container: ContainerClient | None = None
         self._refused = False
         self._lock: asyncio.Lock | None = None
+        self._access = BlobAccess(self.opts, secrets)  # for blocking GETs
 
     # -- connection ----------------------------------------------------------------------------
     async def container(self) -> ContainerClient:
@@ -123,6 +127,7 @@ class AzureVfs(ObjectStoreVfs):
     def _error(self, rel: str, exc: BaseException) -> TransferError:
         if is_auth_failure(exc):
             self._refused = True  # resolve the secret again next time: it may have rotated
+            self._access.forget()
         return translate(self.opts, rel, exc)
 
     def _blob(self, container: ContainerClient, key: str) -> BlobClient:
@@ -268,6 +273,15 @@ class AzureVfs(ObjectStoreVfs):
         container = await self.container()
         blob = _BlobRange(self, self._blob(container, key), rel, version)
         return await blob.start(start, end, depth)
+
+    async def blocking_streams(self, size: int) -> int:
+        return await super().blocking_streams(size) if await self._access.usable() else 0
+
+    async def blocking_get(self, rel: str, key: str, start: int, end: int | None,
+                           version: str | None) -> HttpGet:
+        blob = self._blob(await self.container(), key)
+        return await self._access.get(blob.url, rel, self.opts.container, key, start, end,
+                                      version)
 
     # -- streams -------------------------------------------------------------------------------
     @asynccontextmanager

@@ -73,10 +73,11 @@ class FtpVfsConfig(VfsConfig):
         "close a control connection idle this long"))
     block_size: int = Field(4 * SFTP_MAX_REQUEST, ge=16384, le=16 << 20, description=(
         "bytes per chunk handed between a transfer's thread and the copy"))
-    streams: int = Field(1, ge=1, le=16, description=(
+    streams: int = Field(4, ge=1, le=16, description=(
         "parallel ranged streams (REST + RETR, a control connection each, at most "
         "max_connections) for one large download to a destination that takes ranged writes "
-        "(local, SFTP); 1: one stream. Servers that limit connections per user may refuse more"))
+        "(local, SFTP), as rclone's multi-thread downloads; 1: one stream (for servers that "
+        "limit connections per user below max_connections)"))
     streams_min_size: StreamsMinSize = Field(STREAMS_MIN_SIZE, description=(
         "files at least this large (bytes) may download as parallel streams"))
 

@@ -473,6 +473,30 @@ async def test_a_large_download_moves_as_parallel_ranges(ftp_server: FtpServer,
         await pool.aclose()
 
 
+async def test_ranges_to_local_disk_run_on_the_connections_threads(
+        ftp_server: FtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default ``streams`` (4) splits a large download to local disk into ranges moved on
+    the connections' threads (aftd.vfs.copy_direct), never through a streaming reader."""
+    pool, remote, local = pool_for(ftp_server, tmp_path, streams_min_size=16 * MiB)
+    data = os.urandom(20 * MiB + 777)
+    put_remote(ftp_server, remote / "r.bin", data)
+
+    def no_stream(*a: object, **k: object) -> None:
+        raise AssertionError("the download went through the streaming reader")
+
+    monkeypatch.setattr(FtpVfs, "open_read", no_stream)
+    monkeypatch.setattr(FtpVfs, "open_read_range", no_stream)
+    try:
+        with capture_logs() as logs:
+            res = await VfsHandle(pool.get("f")).copy_to("r.bin", pool.get("l"), "in")
+        assert res.bytes == len(data)
+        assert [e["streams"] for e in logs if e["event"] == "copy_ranged"] == [4]
+        assert (local / "in" / "r.bin").read_bytes() == data
+        assert debris(local) == []
+    finally:
+        await pool.aclose()
+
+
 # -- failures half-way ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("upload", [True, False], ids=["upload", "download"])

@@ -217,8 +217,6 @@ async def test_a_large_download_to_local_disk_runs_on_threads(
     """Objects of at least 16 MiB go to local disk through blocking ranged GETs on threads
     (aftd/vfs/objget.py), never the streaming reader; one range or several, byte-identical,
     with the stored mtime, no temporary file left."""
-    if setup.kind == "azure":
-        pytest.skip("Azure downloads stream (no blocking GETs)")
 
     def no_stream(*a: object, **k: object) -> None:
         raise AssertionError("the download went through the streaming reader")
@@ -272,7 +270,7 @@ async def test_an_object_replaced_mid_download_fails_the_copy(setup: Setup) -> N
     """Cut a range that is pinned to the version (so the first range has opened), after
     replacing the object: asking again for the rest of the range must fail."""
     setup.relay.cut_after = MIB + MIB // 2
-    setup.relay.cut_if = PIN[setup.kind] if setup.kind == "azure" else ""
+    setup.relay.cut_if = ""  # any GET: the version is pinned from the first answer on
     setup.relay.before_cut = setup.replace_object
     with pytest.raises(TransferError, match="changed"):
         await setup.download()
@@ -314,6 +312,6 @@ def test_stream_keys_are_checked(kind: str, extra: dict[str, Any], message: str)
                   "container": "drops", "account_key_secret": "k"},
         "gcs": {"type": "gcs", "bucket": "exports"}}[kind]
     assert parse_vfs_section(Section({"b": base}, "aftd.toml", "vfs"))["b"].model_dump()[
-        "streams"] == (1 if kind == "azure" else 4)
+        "streams"] == 4
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_vfs_section(Section({"b": {**base, **extra}}, "aftd.toml", "vfs"))
