@@ -223,17 +223,17 @@ class SqliteTriggerStore:
     async def is_claimed(self, trigger: str, key: str) -> bool:
         row = await self._r.run(lambda c: c.execute(
             "SELECT 1 FROM trigger_fires WHERE trigger = ? AND fire_key = ?",
-            (trigger, key)).fetchone())
+            (trigger, _db(key))).fetchone())
         return row is not None
 
     async def update(self, fires: Sequence[Fire], now: float) -> None:
         rows = [(f.state, f.job_id, f.error, f.attempt, f.idempotency_key, now, f.trigger,
-                 f.key) for f in fires]
+                 _db(f.key)) for f in fires]
         if rows:
             await self._w.run(lambda c: _update(c, _UPDATE, rows))
 
     async def mark_submitted(self, fires: Sequence[Fire], now: float) -> None:
-        rows = [(f.job_id, now, f.trigger, f.key) for f in fires]
+        rows = [(f.job_id, now, f.trigger, _db(f.key)) for f in fires]
         if rows:
             await self._w.run(lambda c: _update(c, _SUBMITTED, rows))
 
@@ -255,7 +255,7 @@ class SqliteTriggerStore:
         for column, value in (("trigger", trigger), ("path", path)):
             if value is not None:
                 where.append(f"{column} = ?")
-                args.append(value)
+                args.append(_db(value))
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args.extend(states)
@@ -269,7 +269,7 @@ class SqliteTriggerStore:
     async def fire_keys(self, trigger: str) -> list[str]:
         rows = await self._r.run(lambda c: c.execute(
             "SELECT fire_key FROM trigger_fires WHERE trigger = ?", (trigger,)).fetchall())
-        return [str(r[0]) for r in rows]
+        return [_text(r[0]) for r in rows]
 
     async def forget(self, trigger: str, keys: Sequence[str]) -> list[str]:
         gone: list[str] = []
@@ -327,8 +327,8 @@ def _claim(c: sqlite3.Connection, fires: Sequence[Fire], now: float) -> list[Fir
                 "INSERT INTO trigger_fires (trigger, fire_key, kind, script, params, path, size, "
                 "mtime, due_at, attempt, state, job_id, idem_key, error, claimed_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (f.trigger, f.key, f.kind, f.script, json.dumps(f.params, sort_keys=True),
-                 f.path, f.size, f.mtime, f.due_at, f.attempt, f.state, f.job_id,
+                (f.trigger, _db(f.key), f.kind, f.script, json.dumps(f.params, sort_keys=True),
+                 _db(f.path), f.size, f.mtime, f.due_at, f.attempt, f.state, f.job_id,
                  f.idempotency_key, f.error, now, now))
             if cur.rowcount != 1:
                 continue
@@ -339,7 +339,7 @@ def _claim(c: sqlite3.Connection, fires: Sequence[Fire], now: float) -> list[Fir
                 c.execute("DELETE FROM trigger_fires INDEXED BY trigger_fires_path "
                           "WHERE trigger = ? AND path = ? AND fire_key != ? "
                           "AND state IN ('done', 'failed', 'skipped')",
-                          (f.trigger, f.path, f.key))
+                          (f.trigger, _db(f.path), _db(f.key)))
     return won
 
 
@@ -371,14 +371,33 @@ def _forget(c: sqlite3.Connection, trigger: str, keys: Sequence[str]) -> list[st
     with transaction(c):
         for key in keys:
             cur = c.execute("DELETE FROM trigger_fires WHERE trigger = ? AND fire_key = ? "
-                            "AND state IN ('done', 'failed', 'skipped')", (trigger, key))
+                            "AND state IN ('done', 'failed', 'skipped')", (trigger, _db(key)))
             if cur.rowcount == 1:
                 gone.append(key)
     return gone
 
 
 def _fire(row: Sequence[Any]) -> Fire:
-    return Fire(trigger=row[0], key=row[1], kind=row[2], script=row[3],
-                params=json.loads(row[4]), path=row[5], size=row[6], mtime=row[7],
+    return Fire(trigger=row[0], key=_text(row[1]), kind=row[2], script=row[3],
+                params=json.loads(row[4]), path=None if row[5] is None else _text(row[5]),
+                size=row[6], mtime=row[7],
                 due_at=row[8], attempt=row[9], state=row[10], job_id=row[11], error=row[12],
                 claimed_at=row[13], updated_at=row[14])
+
+
+def _db(text: str | None) -> str | bytes | None:
+    """A key or path as SQLite stores it: text, or the name's bytes when it is not UTF-8
+    (``os.listdir`` gives such a name with surrogate escapes, which sqlite3 cannot encode). A
+    BLOB keeps its type in a TEXT column and compares equal only to the same bytes."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return text
+
+
+def _text(value: str | bytes) -> str:
+    """Back from :func:`_db`."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
