@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # make `tests.fixtures` importable
@@ -101,6 +102,20 @@ def sshd_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
     srv = start_sshd(tmp_path_factory.mktemp("sshd_b"))
     yield srv
     srv.kill()
+
+
+@pytest.fixture
+async def ssh_conn(sshd_a: SshdServer) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """A plain asyncssh connection to ``sshd_a`` with AES-GCM, the cipher the fast path
+    (aftd/vfs/sftp_fastpath.py) and the quiet logging patch (aftd/vfs/sftp_quiet.py) are checked
+    with."""
+    c = await asyncssh.connect(
+        sshd_a.host, port=sshd_a.port, username=sshd_a.user,
+        client_keys=[str(sshd_a.user_key)], known_hosts=str(sshd_a.known_hosts),
+        encryption_algs=["aes128-gcm@openssh.com"])
+    yield c
+    c.close()
+    await c.wait_closed()
 
 
 @pytest.fixture

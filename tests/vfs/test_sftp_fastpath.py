@@ -10,7 +10,6 @@ byte-identical through asyncssh's own code; an untested asyncssh version or
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncssh
@@ -37,21 +36,10 @@ def _fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(fp.ENV, raising=False)
 
 
-@pytest.fixture
-async def conn(sshd_a: SshdServer) -> AsyncIterator[asyncssh.SSHClientConnection]:
-    c = await asyncssh.connect(
-        sshd_a.host, port=sshd_a.port, username=sshd_a.user,
-        client_keys=[str(sshd_a.user_key)], known_hosts=str(sshd_a.known_hosts),
-        encryption_algs=["aes128-gcm@openssh.com"])
-    yield c
-    c.close()
-    await c.wait_closed()
-
-
-async def _upload_and_compare(conn: asyncssh.SSHClientConnection, sshd: SshdServer,
+async def _upload_and_compare(ssh_conn: asyncssh.SSHClientConnection, sshd: SshdServer,
                               name: str) -> None:
     """Pipelined writes through whatever send path the connection has; content must match."""
-    sftp = await conn.start_sftp_client()
+    sftp = await ssh_conn.start_sftp_client()
     tune_sftp_writes(sftp)
     data = os.urandom(3 << 20)
     path = f"{sshd.root}/{name}"
@@ -64,32 +52,32 @@ async def _upload_and_compare(conn: asyncssh.SSHClientConnection, sshd: SshdServ
 
 
 async def test_every_patch_passes_its_self_test_with_the_tested_asyncssh(
-        conn: asyncssh.SSHClientConnection, sshd_a: SshdServer) -> None:
+        ssh_conn: asyncssh.SSHClientConnection, sshd_a: SshdServer) -> None:
     assert fp.version_tested(), f"asyncssh {asyncssh.__version__} is not in the tested range"
     with capture_logs() as logs:
-        tune_connection(conn)
-        assert hasattr(conn, _FAST_ATTR)
-        await _upload_and_compare(conn, sshd_a, "fast.bin")
+        tune_connection(ssh_conn)
+        assert hasattr(ssh_conn, _FAST_ATTR)
+        await _upload_and_compare(ssh_conn, sshd_a, "fast.bin")
     assert not [e for e in logs if e["event"] == "sftp_fast_path_disabled"]
     for patch in fp.PATCHES:
         assert gauge(patch) == 1, patch
 
 
 async def test_a_send_path_that_differs_from_asyncssh_is_not_installed(
-        conn: asyncssh.SSHClientConnection, sshd_a: SshdServer) -> None:
+        ssh_conn: asyncssh.SSHClientConnection, sshd_a: SshdServer) -> None:
     """As if a new asyncssh sent a (valid) extra packet ahead of each data packet."""
-    orig = conn.send_packet
+    orig = ssh_conn.send_packet
 
     def changed(pkttype: int, *args: bytes, handler: Any = None) -> None:
         if pkttype == _MSG_CHANNEL_DATA:
             orig(_MSG_IGNORE, b"\0\0\0\1x")
         orig(pkttype, *args, handler=handler)
 
-    conn.send_packet = changed  # type: ignore[method-assign]
+    ssh_conn.send_packet = changed  # type: ignore[method-assign]
     with capture_logs() as logs:
-        tune_connection(conn)
-        await _upload_and_compare(conn, sshd_a, "changed.bin")
-    assert not hasattr(conn, _FAST_ATTR)
+        tune_connection(ssh_conn)
+        await _upload_and_compare(ssh_conn, sshd_a, "changed.bin")
+    assert not hasattr(ssh_conn, _FAST_ATTR)
     warned = [e for e in logs if e["event"] == "sftp_fast_path_disabled"]
     assert [e["patch"] for e in warned] == ["gcm_send"]
     assert "self-test failed: packets differ" in warned[0]["reason"]
@@ -98,11 +86,11 @@ async def test_a_send_path_that_differs_from_asyncssh_is_not_installed(
 
 
 async def test_a_write_request_that_differs_from_asyncssh_is_not_installed(
-        conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
+        ssh_conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """As if a new asyncssh laid out FXP_WRITE differently: our builder must not be used."""
-    tune_connection(conn)
-    sftp = await conn.start_sftp_client()
+    tune_connection(ssh_conn)
+    sftp = await ssh_conn.start_sftp_client()
     cls = type(sftp._handler)
     own = cls.write
 
@@ -119,24 +107,24 @@ async def test_a_write_request_that_differs_from_asyncssh_is_not_installed(
     assert "write requests differ" in warned[0]["reason"]
     assert gauge("sftp_write") == 0
     sftp.exit()
-    await _upload_and_compare(conn, sshd_a, "own-writes.bin")
+    await _upload_and_compare(ssh_conn, sshd_a, "own-writes.bin")
 
 
 @pytest.mark.parametrize("how", ["untested asyncssh", "switched off"])
 async def test_untested_version_or_switch_turns_every_patch_off_loudly(
-        conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
+        ssh_conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
         monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     if how == "untested asyncssh":
         monkeypatch.setattr(fp.asyncssh, "__version__", "9.0.0")
     else:
         monkeypatch.setenv(fp.ENV, "off")
-    send_packet = conn.send_packet
+    send_packet = ssh_conn.send_packet
     with capture_logs() as logs:
-        tune_connection(conn)
-        await _upload_and_compare(conn, sshd_a, "off.bin")
-    assert not hasattr(conn, _FAST_ATTR)
-    assert conn.send_packet == send_packet
-    assert "_send" not in conn.__dict__ and "data_received" not in conn.__dict__
+        tune_connection(ssh_conn)
+        await _upload_and_compare(ssh_conn, sshd_a, "off.bin")
+    assert not hasattr(ssh_conn, _FAST_ATTR)
+    assert ssh_conn.send_packet == send_packet
+    assert "_send" not in ssh_conn.__dict__ and "data_received" not in ssh_conn.__dict__
     warned = {e["patch"]: e["reason"] for e in logs if e["event"] == "sftp_fast_path_disabled"}
     assert set(warned) == set(fp.PATCHES)
     want = "outside the tested range" if how == "untested asyncssh" else "turned off by"
@@ -146,13 +134,13 @@ async def test_untested_version_or_switch_turns_every_patch_off_loudly(
 
 
 async def test_the_switch_can_keep_some_patches(
-        conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
+        ssh_conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(fp.ENV, "coalesce_sends,keepalive_throttle")
     with capture_logs() as logs:
-        tune_connection(conn)
-        await _upload_and_compare(conn, sshd_a, "some.bin")
-    assert "_send" in conn.__dict__ and not hasattr(conn, _FAST_ATTR)
+        tune_connection(ssh_conn)
+        await _upload_and_compare(ssh_conn, sshd_a, "some.bin")
+    assert "_send" in ssh_conn.__dict__ and not hasattr(ssh_conn, _FAST_ATTR)
     off = {e["patch"] for e in logs if e["event"] == "sftp_fast_path_disabled"}
     assert off == {"skip_ignore_padding", "gcm_send", "feed_whole_packets", "sftp_write",
                    "quiet_logs"}

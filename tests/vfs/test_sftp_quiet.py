@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import asyncssh
 import pytest
@@ -59,17 +59,6 @@ def asyncssh_lines() -> Iterator[_Lines]:
     SSHLogger.set_debug_level(1)
 
 
-@pytest.fixture
-async def conn(sshd_a: SshdServer) -> AsyncIterator[asyncssh.SSHClientConnection]:
-    c = await asyncssh.connect(
-        sshd_a.host, port=sshd_a.port, username=sshd_a.user,
-        client_keys=[str(sshd_a.user_key)], known_hosts=str(sshd_a.known_hosts),
-        encryption_algs=["aes128-gcm@openssh.com"])
-    yield c
-    c.close()
-    await c.wait_closed()
-
-
 async def _round_trip(sftp: asyncssh.SFTPClient, sshd: SshdServer, name: str) -> None:
     data = os.urandom(200_000)  # one request: sftp-server takes up to 255 KiB
     path = f"{sshd.root}/{name}"
@@ -80,10 +69,10 @@ async def _round_trip(sftp: asyncssh.SFTPClient, sshd: SshdServer, name: str) ->
 
 
 async def test_quiet_session_writes_what_asyncssh_writes_at_every_level(
-        conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
+        ssh_conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
         asyncssh_lines: _Lines) -> None:
-    tune_connection(conn)
-    sftp = await conn.start_sftp_client()
+    tune_connection(ssh_conn)
+    sftp = await ssh_conn.start_sftp_client()
     sftp_quiet.quiet_session(sftp)
     assert gauge() == 1
     assert isinstance(sftp._handler.logger, sftp_quiet._QuietLogger)
@@ -107,7 +96,7 @@ async def test_quiet_session_writes_what_asyncssh_writes_at_every_level(
 
 
 async def test_logging_that_differs_from_asyncssh_is_not_quieted(
-        conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
+        ssh_conn: asyncssh.SSHClientConnection, sshd_a: SshdServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """As if a new asyncssh wrote packet dumps from debug level 2: skipping them below level 3
     would lose log lines, so the self-test must fail and leave asyncssh's logging alone."""
@@ -121,11 +110,11 @@ async def test_logging_that_differs_from_asyncssh_is_not_quieted(
 
     monkeypatch.setattr(SSHLogger, "packet", from_level_2)
     with capture_logs() as logs:
-        tune_connection(conn)
-        sftp = await conn.start_sftp_client()
+        tune_connection(ssh_conn)
+        sftp = await ssh_conn.start_sftp_client()
         sftp_quiet.quiet_session(sftp)
     monkeypatch.undo()
-    assert "log_sent_packet" not in conn.__dict__ and "log_sent_packet" not in vars(
+    assert "log_sent_packet" not in ssh_conn.__dict__ and "log_sent_packet" not in vars(
         sftp._handler)
     assert not isinstance(sftp._handler.logger, sftp_quiet._QuietLogger)
     warned = [e for e in logs if e["event"] == "sftp_fast_path_disabled"]
@@ -137,12 +126,12 @@ async def test_logging_that_differs_from_asyncssh_is_not_quieted(
 
 
 async def test_switched_off_leaves_asyncssh_logging_alone(
-        conn: asyncssh.SSHClientConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+        ssh_conn: asyncssh.SSHClientConnection, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(fp.ENV, "gcm_send,sftp_write")
-    tune_connection(conn)
-    sftp = await conn.start_sftp_client()
+    tune_connection(ssh_conn)
+    sftp = await ssh_conn.start_sftp_client()
     sftp_quiet.quiet_session(sftp)
-    assert "log_received_packet" not in conn.__dict__
+    assert "log_received_packet" not in ssh_conn.__dict__
     assert not isinstance(sftp._handler.logger, sftp_quiet._QuietLogger)
     assert gauge() == 0
     sftp.exit()
