@@ -21,7 +21,7 @@ import latency_relay
 
 from aftd import progress
 from aftd.configmodel import Section
-from aftd.errors import SecretError
+from aftd.errors import SecretError, TransferError
 from aftd.jobs.model import Progress
 from aftd.vfs.base import Vfs
 from aftd.vfs.config import parse_vfs_section
@@ -83,6 +83,16 @@ def progress_to(sink: progress.ProgressSink) -> Iterator[None]:
         yield
     finally:
         progress.CURRENT.reset(token)
+
+
+async def stat_error(pool: VfsPool, name: str, path: str = "") -> TransferError:
+    """The error ``stat(path)`` on the VFS ``name`` must raise; the pool is closed after."""
+    try:
+        with pytest.raises(TransferError) as ei:
+            await pool.get(name).stat(path)
+    finally:
+        await pool.aclose()
+    return ei.value
 
 
 def make_pool(entries: dict[str, dict[str, Any]], secrets: DictSecrets) -> VfsPool:

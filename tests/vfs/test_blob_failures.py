@@ -21,7 +21,7 @@ from tests.vfs.blob_fixtures import (
     azure_store,
     blob_store,
 )
-from tests.vfs.conftest import DictSecrets, make_pool, progress_to
+from tests.vfs.conftest import DictSecrets, make_pool, progress_to, stat_error
 
 __all__ = ["azure_store", "blob_store"]  # fixtures, for pytest (servers: tests/vfs/conftest.py)
 
@@ -139,12 +139,7 @@ async def test_azure_malformed_credentials_name_the_secret(azurite: AzuriteServe
     if key == "connection_string_secret":
         opts["account_url"] = ""
     pool = make_pool({"blob": opts}, DictSecrets({"creds": value}))
-    try:
-        with pytest.raises(TransferError) as ei:
-            await pool.get("blob").stat("x")
-    finally:
-        await pool.aclose()
-    msg = str(ei.value)
+    msg = str(await stat_error(pool, "blob", "x"))
     assert reason in msg and f"{key} 'creds'" in msg and "vfs 'blob'" in msg
     assert value not in msg
 
@@ -217,12 +212,7 @@ async def test_gcs_malformed_credentials_name_the_secret(fake_gcs: object, value
     one fails before any request."""
     opts = fake_gcs.vfs_options("anything")  # type: ignore[attr-defined]
     pool = make_pool({"g": opts}, DictSecrets({"gcs-sa-json": value}))
-    try:
-        with pytest.raises(TransferError) as ei:
-            await pool.get("g").stat("x")
-    finally:
-        await pool.aclose()
-    msg = str(ei.value)
+    msg = str(await stat_error(pool, "g", "x"))
     assert reason in msg and "credentials_secret 'gcs-sa-json'" in msg and "vfs 'g'" in msg
     assert "a@b" not in msg
 

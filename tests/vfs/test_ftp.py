@@ -26,7 +26,7 @@ from aftd.vfs.ftp import FtpVfs
 from aftd.vfs.handle import VfsHandle
 from aftd.vfs.registry import VfsPool
 from tests.fixtures.ftp import FtpServer, start_pyftpdlib, start_vsftpd
-from tests.vfs.conftest import At, DictSecrets, ftp_subroot, make_pool, progress_to
+from tests.vfs.conftest import At, DictSecrets, ftp_subroot, make_pool, progress_to, stat_error
 
 MiB = 1 << 20
 
@@ -112,28 +112,20 @@ async def test_wrong_password_is_a_clear_error_without_the_secret(ftp_server: Ft
                                                                   tmp_path: Path) -> None:
     wrong = "not-the-password-8f1e2d"
     pool, _, _ = pool_for(ftp_server, tmp_path, DictSecrets({f"{ftp_server.kind}-password": wrong}))
-    try:
-        with pytest.raises(TransferError) as ei:
-            await pool.get("f").stat("")
-    finally:
-        await pool.aclose()
-    msg = str(ei.value)
+    err = await stat_error(pool, "f")
+    msg = str(err)
     assert f"login as aftd@127.0.0.1:{ftp_server.port} was refused" in msg
     assert "530" in msg and "'f'" in msg
-    assert wrong not in msg and wrong not in repr(ei.value)
-    assert not isinstance(ei.value, TransientError)  # not worth retrying
+    assert wrong not in msg and wrong not in repr(err)
+    assert not isinstance(err, TransientError)  # not worth retrying
 
 
 async def test_missing_password_secret_is_named(ftp_server: FtpServer, tmp_path: Path) -> None:
     pool, _, _ = pool_for(ftp_server, tmp_path, DictSecrets({}),
                           password_secret="partner-ftp-password")
-    try:
-        with pytest.raises(TransferError) as ei:
-            await pool.get("f").stat("")
-    finally:
-        await pool.aclose()
-    assert "'partner-ftp-password' not found" in str(ei.value)
-    assert "'f'" in str(ei.value)
+    err = await stat_error(pool, "f")
+    assert "'partner-ftp-password' not found" in str(err)
+    assert "'f'" in str(err)
 
 
 async def test_a_root_that_does_not_exist_is_a_clear_error(ftp_server: FtpServer,

@@ -16,7 +16,7 @@ from aftd.vfs.copy import CopyResult
 from aftd.vfs.handle import VfsHandle
 from aftd.vfs.sftp import SftpVfs
 from tests.fixtures.sshd import SshdServer
-from tests.vfs.conftest import At, DictSecrets, make_pool, progress_to
+from tests.vfs.conftest import At, DictSecrets, make_pool, progress_to, stat_error
 
 
 def sftp_pool(srv: SshdServer, tmp: Path, secrets: DictSecrets | None = None, **opts: object):
@@ -27,12 +27,7 @@ def sftp_pool(srv: SshdServer, tmp: Path, secrets: DictSecrets | None = None, **
 async def test_unknown_host_key_is_refused_with_offered_fingerprint(
         sshd_a: SshdServer, sshd_b: SshdServer, tmp_path: Path) -> None:
     pool = sftp_pool(sshd_a, tmp_path, known_hosts=str(sshd_b.known_hosts))
-    try:
-        with pytest.raises(TransferError) as ei:
-            await pool.get("s").stat("")
-    finally:
-        await pool.aclose()
-    msg = str(ei.value)
+    msg = str(await stat_error(pool, "s"))
     assert "not trusted" in msg
     assert sshd_a.host_key_sha256 in msg
     assert "'s'" in msg
