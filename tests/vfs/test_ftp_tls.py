@@ -3,8 +3,9 @@ against a real TLS peer (OpenSSL through the standard library's server side, on 
 the hand-over of chunks between a transfer's thread and the event loop (aftd.vfs.ftp_stream).
 
 The transfers against real FTP servers (vsftpd with session reuse required, pyftpdlib) are in
-test_ftp.py and the conformance suite; these cover what those cannot steer: record boundaries
-at every offset, a server that closes without close_notify, and an abort mid-chunk.
+test_ftp.py, test_ftp_transfers.py and the conformance suite; these cover what those cannot
+steer: record boundaries at every offset, a server that closes without close_notify, and an
+abort mid-chunk.
 """
 
 from __future__ import annotations
