@@ -1,15 +1,19 @@
-"""One file between a local disk and a backend with blocking reads and writes (FTP), on the
-backend's own thread: each chunk is received into (or read from disk into) one reused buffer
-and written in place there (``pwrite``, or sent), so no chunk is copied into a new object,
-crosses to the event loop, or waits for a file thread. The per-chunk hand-overs of the
-streaming path cost about as much CPU as the TLS transfer itself (README: "FTP and FTPS").
+"""One file between a local disk and a backend that moves bytes on threads of its own (FTP's
+connections; the object stores' ranged GETs, :mod:`aftd.vfs.objget`): each chunk is received
+into (or read from disk into) one reused buffer and written in place there (``pwrite``, or
+sent), so no chunk is copied into a new object, crosses to the event loop, or waits for a file
+thread. The per-chunk hand-overs of the streaming path cost about as much CPU as the TLS
+transfer itself (README: "FTP and FTPS"), and more than twice what these GETs cost (README:
+"Parallel ranged downloads").
 
-Same contract as a streamed copy: local files are opened through the local VFS's confinement
-(a new temporary file exclusively), a transient failure resumes (a download at the last byte
-written, an upload where the server's copy ends), a cancel waits until the thread has left
-the local file (the caller then removes the temporary file), and the size is checked. Not
-used with ``verify``: the streaming path hashes on the event loop's thread while the
-connection's thread moves the next chunk, where one thread would do both in turn.
+A large download moves as several ranges at once (``streams``), each written at its offset
+into the one temporary file; the first range learns the version of the object the others must
+read (:class:`~aftd.vfs.base.ReadPin`). Same contract as a streamed copy: local files are
+opened through the local VFS's confinement (a new temporary file exclusively), a transient
+failure resumes (a range at the last byte it wrote, an upload where the server's copy ends), a
+cancel waits until the threads have left the local file (the caller then removes the
+temporary file), and the size is checked. A verified download is one range, hashed in order
+on its thread; FTP's stream instead (see :func:`download_streams`).
 """
 
 from __future__ import annotations
@@ -41,11 +45,14 @@ _REPORT_S = 0.5  # ... or per this long
 
 async def download_streams(src: Vfs, dst: Vfs, size: int, verify: str | None) -> int:
     """How many ranges a download of ``size`` bytes to a local file moves as on the source's
-    threads (:meth:`~aftd.vfs.base.Vfs.blocking_streams`; 0: it streams), without
-    ``verify``."""
-    if verify or not dst.features.local_path:
+    threads (:meth:`~aftd.vfs.base.Vfs.blocking_streams`; 0: it streams). A verified one is
+    hashed in order, so it is one range; FTP's then streams (the loop's thread hashes while
+    the connection's thread receives the next chunk, where one thread would do both in turn),
+    an object store's does not (its streaming reads cost more than the hashing)."""
+    if not dst.features.local_path or (verify and src.features.blocking_read):
         return 0
-    return await src.blocking_streams(size)
+    streams = await src.blocking_streams(size)
+    return min(streams, 1) if verify else streams
 
 
 def wants_direct_upload(src: Vfs, dst: Vfs, verify: str | None) -> bool:
@@ -75,8 +82,9 @@ class _Sink:
     reports the progress of all ranges."""
 
     def __init__(self, fd: int, report: Callable[[int], None], dst: str, path: str,
-                 start: int, done: Callable[[], int]) -> None:
-        self.fd, self.report, self.done = fd, report, done
+                 start: int, done: Callable[[], int],
+                 digest: Callable[[memoryview], None] | None) -> None:
+        self.fd, self.report, self.done, self.digest = fd, report, done, digest
         self.dst, self.path = dst, path
         self.start = self.written = start  # bytes [start, written) are in the file
 
@@ -86,17 +94,20 @@ class _Sink:
         except OSError as exc:  # a local failure, not the connection's: not retried
             raise fail(TransferError, self.dst, self.path,
                        exc.strerror or type(exc).__name__) from None
+        if self.digest is not None:  # in order: a verified download is one range
+            self.digest(chunk)
         self.written = pos + len(chunk)
         self.report(self.done())
 
 
 async def direct_download(src: Vfs, info: FileInfo, dst: LocalVfs, target: str, dst_path: str,
                           *, streams: int, mtime: float | None,
-                          progress: Callable[[int], None],
-                          retry_delays: tuple[float, ...]) -> tuple[int, float | None]:
+                          progress: Callable[[int], None], retry_delays: tuple[float, ...],
+                          digest: Callable[[memoryview], None] | None = None,
+                          ) -> tuple[int, float | None]:
     """Copy ``info`` of ``src`` into the new local file ``target`` as ``streams`` ranges at
-    once; returns its size and the mtime it was given (the source's stored one where its
-    reads report it, else ``mtime``)."""
+    once (one with ``digest``, which sees every byte in order); returns its size and the
+    mtime it was given (the source's stored one where its reads report it, else ``mtime``)."""
     fd = await _create(dst, target)
     ranges = split(info.size, streams) if streams > 1 else [(0, info.size)]
     report = _Reporter(progress)
@@ -105,7 +116,8 @@ async def direct_download(src: Vfs, info: FileInfo, dst: LocalVfs, target: str, 
     def done() -> int:
         return sum(s.written - s.start for s in sinks)
 
-    sinks.extend(_Sink(fd, report, dst.name, dst_path, a, done) for a, _ in ranges)
+    assert digest is None or len(ranges) == 1
+    sinks.extend(_Sink(fd, report, dst.name, dst_path, a, done, digest) for a, _ in ranges)
     pinned = asyncio.Event()
     loop = asyncio.get_running_loop()
 

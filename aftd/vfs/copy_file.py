@@ -101,7 +101,7 @@ class _Hashers:
         self.sha256 = hashlib.sha256()
         self.extra = {name: hashlib.new(name) for name in extra if name != "sha256"}
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         self.sha256.update(data)
         for h in self.extra.values():
             h.update(data)
@@ -271,19 +271,21 @@ async def _transfer(job: FileJob, target: str, landed: list[bool]) -> Sent:
 
 
 async def _direct(job: FileJob, target: str, prog: _Progress, streams: int) -> Sent:
-    """Between local disk and a backend with blocking reads (in ``streams`` ranges at once)
-    or writes, on that backend's threads (aftd.vfs.copy_direct); never with ``verify``."""
+    """Between local disk and a backend with blocking reads (in ``streams`` ranges at once;
+    hashed in order on its thread when verified) or writes, on that backend's threads
+    (aftd.vfs.copy_direct)."""
     mtime = job.src_info.mtime if job.dst.features.set_mtime else None
     if job.dst.features.local_path:
         dst: LocalVfs = job.dst  # type: ignore[assignment]
+        h = _Hashers(job.dst.features.stream_digests) if job.verify else None
         size, _ = await direct_download(job.src, job.src_info, dst, target, job.dst_path,
                                         streams=streams, mtime=mtime, progress=prog.upto,
-                                        retry_delays=RETRY_DELAYS)
-    else:
-        src: LocalVfs = job.src  # type: ignore[assignment]
-        size = await direct_upload(src, job.src_info, job.dst, target, job.dst_path,
-                                   mtime=mtime, progress=prog.upto,
-                                   retry_delays=RETRY_DELAYS)
+                                        retry_delays=RETRY_DELAYS,
+                                        digest=h.update if h is not None else None)
+        return (h.digests(size) if h is not None else None), size, None
+    src: LocalVfs = job.src  # type: ignore[assignment]
+    size = await direct_upload(src, job.src_info, job.dst, target, job.dst_path,
+                               mtime=mtime, progress=prog.upto, retry_delays=RETRY_DELAYS)
     return None, size, None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -235,6 +236,21 @@ async def test_a_large_download_to_local_disk_runs_on_threads(
     assert _ranged(logs) == ([streams] if streams > 1 else [])
     starts = sorted(_range_starts(setup.relay.gets()))
     assert starts == ([i * 5 * MIB for i in range(4)] if streams == 4 else [0])
+
+
+async def test_a_verified_large_download_is_one_range_hashed_on_its_thread(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_stream(*a: object, **k: object) -> None:
+        raise AssertionError("the download went through the streaming reader")
+
+    obj = setup.pool.get("obj")
+    monkeypatch.setattr(type(obj), "open_read_range", no_stream)
+    with capture_logs() as logs:
+        res = await setup.download(verify="sha256")
+    assert res.checksums == {"out/big.bin": hashlib.sha256(setup.data).hexdigest()}
+    assert (setup.local / "out" / "big.bin").read_bytes() == setup.data
+    assert _ranged(logs) == []
+    assert sorted(_range_starts(setup.relay.gets())) == [0]
 
 
 async def test_a_small_download_and_one_stream_use_a_single_get(setup: Setup) -> None:
