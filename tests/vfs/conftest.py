@@ -85,10 +85,12 @@ def progress_to(sink: progress.ProgressSink) -> Iterator[None]:
         progress.CURRENT.reset(token)
 
 
-async def stat_error(pool: VfsPool, name: str, path: str = "") -> TransferError:
-    """The error ``stat(path)`` on the VFS ``name`` must raise; the pool is closed after."""
+async def stat_error(pool: VfsPool, name: str, path: str = "", *,
+                     match: str | None = None) -> TransferError:
+    """The error ``stat(path)`` on the VFS ``name`` must raise (its message matching ``match``,
+    a regular expression, when given); the pool is closed after."""
     try:
-        with pytest.raises(TransferError) as ei:
+        with pytest.raises(TransferError, match=match) as ei:
             await pool.get(name).stat(path)
     finally:
         await pool.aclose()

@@ -146,12 +146,8 @@ async def test_azure_malformed_credentials_name_the_secret(azurite: AzuriteServe
 
 async def test_azure_missing_secret_is_named(azurite: AzuriteServer) -> None:
     pool = make_pool({"blob": azurite.vfs_options("anything")}, DictSecrets({}))
-    try:
-        with pytest.raises(TransferError, match=r"vfs 'blob': account_key_secret: secret "
-                                                r"'azurite-key' not found"):
-            await pool.get("blob").stat("x")
-    finally:
-        await pool.aclose()
+    await stat_error(pool, "blob", "x", match=r"vfs 'blob': account_key_secret: secret "
+                                              r"'azurite-key' not found")
 
 
 async def test_azure_sas_and_connection_string_work(azure_store: BlobStore) -> None:
@@ -220,9 +216,5 @@ async def test_gcs_malformed_credentials_name_the_secret(fake_gcs: object, value
 async def test_gcs_missing_secret_is_named(fake_gcs: object) -> None:
     opts = fake_gcs.vfs_options("anything")  # type: ignore[attr-defined]
     pool = make_pool({"g": opts}, DictSecrets({}))
-    try:
-        with pytest.raises(TransferError, match=r"vfs 'g': credentials_secret: secret "
-                                                r"'gcs-sa-json' not found"):
-            await pool.get("g").stat("x")
-    finally:
-        await pool.aclose()
+    await stat_error(pool, "g", "x", match=r"vfs 'g': credentials_secret: secret "
+                                           r"'gcs-sa-json' not found")

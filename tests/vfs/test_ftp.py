@@ -118,12 +118,8 @@ async def test_certificate_of_an_unknown_ca_is_refused(vsftpd: FtpServer,
                                                        pyftpdlib_ftps: FtpServer,
                                                        tmp_path: Path) -> None:
     pool, _, _ = pool_for(vsftpd, tmp_path, ca_file=str(pyftpdlib_ftps.ca_file))
-    try:
-        with pytest.raises(TransferError, match=r"TLS certificate of 127\.0\.0\.1:\d+ is not "
-                                                r"trusted: certificate not trusted"):
-            await pool.get("f").stat("")
-    finally:
-        await pool.aclose()
+    await stat_error(pool, "f", match=r"TLS certificate of 127\.0\.0\.1:\d+ is not "
+                                      r"trusted: certificate not trusted")
 
 
 async def test_plain_ftp_only_when_the_config_says_so(plain_ftp: FtpServer,
