@@ -7,7 +7,9 @@ Everything runs over loopback against a private OpenSSH sshd (tests/fixtures/ssh
 the ``ftps`` groups a private vsftpd with TLS and TLS session reuse required (tests/fixtures/
 ftp.py; needs root), and for the object stores SeaweedFS, Azurite and fake-gcs-server as the
 tests start them (bench/blob_targets.py), rclone copying to the same server in the same run
-(``--only s3``, ``--only azure``, ``--only gcs`` run those alone; ``--rtt-ms 20`` puts
+(``--only s3``, ``--only azure``, ``--only gcs`` run those alone; ``--baseline-repo DIR``
+also runs every aftd copy with another checkout's aftd, in the same rounds, and ``--json F``
+keeps every run's figures; ``--rtt-ms 20`` puts
 bench/latency_relay.py in front of them, for aftd and rclone alike). Each copy runs in its own
 child process so its peak RSS (from wait4) is its own; aftd's copy runs in a child of this
 script (``--child``). Printed
@@ -172,6 +174,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         ftp = ctx["ftp"] = setup_ftps(work, local)
         entries["ftps"] = ftp.vfs_options()
         entries["ftps4"] = ftp.vfs_options(streams=4)  # parallel ranged downloads
+        entries["ftps1"] = ftp.vfs_options(streams=1)  # downloads on one stream
         secrets.update(ftp.secrets)
     (work / "rclone.conf").write_text("")
     kinds = [k for k in KINDS if not args.only or any(k in o for o in args.only)]
@@ -358,6 +361,9 @@ def ftps_cases(ctx: dict[str, Any]) -> list[Case]:
                 # on 4, show what that is worth.
                 out.append((name, "rclone 1 stream", [*rcopy, "--multi-thread-streams", "0"],
                             env, r_out))
+                out.append((name, "aftd 1 stream",
+                            aftd_cmd(ctx, "ftps1", "local", path, dest + "1"), None,
+                            L / (dest + "1")))
                 four = "ftps→local 1 file, 4 streams"
                 out.append((four, "aftd 4 streams",
                             aftd_cmd(ctx, "ftps4", "local", path, dest + "4"), None,
@@ -397,7 +403,8 @@ def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argpars
         groups.setdefault(group, []).append((tool, med))
     for group, rows in groups.items():
         # aftd's default first (the ratios compare with it), its one-stream variant after it
-        rows.sort(key=lambda r: (not r[0].startswith("aftd"), "1 stream" in r[0]))
+        rows.sort(key=lambda r: (not r[0].startswith("aftd"), "(before)" in r[0],
+                                 "1 stream" in r[0]))
         aftd_wall = rows[0][1]["wall"]
         aftd_copy = rows[0][1].get("copy_s", aftd_wall)
         tree = "tree" in group
@@ -421,6 +428,18 @@ def report(results: dict[tuple[str, str], list[dict[str, float]]], args: argpars
           f"cipher {CIPHER}; medians of {args.runs} run(s).")
 
 
+def with_baseline(plan: list[Case], repo: Path) -> list[Case]:
+    """Each aftd case also run by another checkout's aftd (tool "... (before)"), against the
+    same servers in the same rounds: a change measured against its base."""
+    out: list[Case] = []
+    for group, tool, cmd, env, output in plan:
+        out.append((group, tool, cmd, env, output))
+        if tool.startswith("aftd"):
+            other = [str(repo / "bench" / "vfs_bench.py") if c == __file__ else c for c in cmd]
+            out.append((group, f"{tool} (before)", other, env, output))
+    return out
+
+
 def main_parent(args: argparse.Namespace) -> None:
     for tool in ("sftp", "rclone", "cp", "/usr/bin/time"):
         if not shutil.which(tool):
@@ -429,6 +448,8 @@ def main_parent(args: argparse.Namespace) -> None:
     try:
         plan = [c for c in cases(ctx) if (not args.only or any(o in c[0] for o in args.only))
                 and not any(o in c[0] for o in args.skip)]
+        if args.baseline_repo:
+            plan = with_baseline(plan, Path(args.baseline_repo))
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         for rnd in range(args.runs + 1):  # round 0 warms caches and is discarded
             for group, tool, cmd, env, output in rounds(plan, rnd):
@@ -438,6 +459,10 @@ def main_parent(args: argparse.Namespace) -> None:
                     results.setdefault((group, tool), []).append(r)
                 print(f"round {rnd} {group} / {tool}: {r['wall']:.2f} s", file=sys.stderr)
         report(results, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"load": os.getloadavg(), "results": [
+                    {"group": g, "tool": t, "runs": r} for (g, t), r in results.items()]}))
     finally:
         ctx["sshd"].kill()
         if ctx["ftp"] is not None:
@@ -464,6 +489,9 @@ def parse_args() -> argparse.Namespace:
                     "bench/latency_relay.py adding this round trip")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                     help="event loop for aftd's copies (uvloop must be installed)")
+    ap.add_argument("--baseline-repo", default="",
+                    help="also run each aftd copy with this checkout's aftd (\"(before)\")")
+    ap.add_argument("--json", default="", help="write every run's figures to this file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for opt in ("entries", "secrets", "src", "dst", "path", "dest-dir", "verify"):
         ap.add_argument(f"--{opt}", help=argparse.SUPPRESS)
