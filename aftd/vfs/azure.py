@@ -274,6 +274,9 @@ class AzureVfs(ObjectStoreVfs):
         blob = _BlobRange(self, self._blob(container, key), rel, version)
         return await blob.start(start, end, depth)
 
+    def service_url(self) -> str:
+        return self.opts.account_url
+
     async def blocking_streams(self, size: int) -> int:
         return await super().blocking_streams(size) if await self._access.usable() else 0
 

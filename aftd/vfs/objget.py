@@ -29,11 +29,12 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from email.message import Message
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from aftd.vfs.base import ReadPin
 
 __all__ = ["BUFFER", "CONNECTION_ERRORS", "POOL", "Abort", "Answer", "HttpGet", "fetch",
-           "read_range"]
+           "read_range", "via_proxy"]
 
 BUFFER = 1 << 20  # bytes per sink call (one reused buffer per range)
 _ERROR_BODY = 64 << 10  # at most this much of an error answer is read for its message
@@ -159,6 +160,14 @@ def _receive(resp: http.client.HTTPResponse, start: int, end: int,
         sink(pos, view[:n])
         pos += n
     return pos
+
+
+def via_proxy(url: str) -> bool:
+    """Whether the environment's proxy settings (``HTTPS_PROXY``, ``NO_PROXY``...) send
+    requests for ``url`` through a proxy, as the SDKs' own requests go; these GETs connect
+    directly, so such a backend streams instead."""
+    parts = urlsplit(url)
+    return bool(getproxies().get(parts.scheme)) and not proxy_bypass(parts.hostname or "")
 
 
 def _connection(get: HttpGet) -> http.client.HTTPConnection:

@@ -43,7 +43,7 @@ from aftd.vfs.base import (
     WriteStream,
     fail,
 )
-from aftd.vfs.objget import CONNECTION_ERRORS, HttpGet, read_range
+from aftd.vfs.objget import CONNECTION_ERRORS, HttpGet, read_range, via_proxy
 from aftd.vfs.objkeys import ObjectKeys
 from aftd.vfs.objread import RESUME_DELAYS, ObjectChanged, ObjectReader, RangeResponse
 
@@ -169,10 +169,19 @@ class ObjectStoreVfs(Vfs):
         token); only where :attr:`blocking_gets`."""
         raise NotImplementedError(f"{type(self).__name__} has no blocking GETs")
 
+    def service_url(self) -> str | None:
+        """The URL the backend's requests go to when it honours proxy settings from the
+        environment (None: it does not)."""
+        return None
+
     async def blocking_streams(self, size: int) -> int:
         """An object of at least :data:`BLOCKING_MIN_SIZE` downloads to local disk on threads,
-        as :meth:`parallel_streams` ranges."""
+        as :meth:`parallel_streams` ranges, unless the backend's requests go through a proxy
+        (these GETs do not)."""
         if not self.blocking_gets or size < BLOCKING_MIN_SIZE:
+            return 0
+        url = self.service_url()
+        if url is not None and via_proxy(url):
             return 0
         return await self.parallel_streams(size)
 

@@ -165,6 +165,9 @@ class S3Vfs(ObjectStoreVfs):
                         version: str | None) -> RangeResponse:
         return await get_range(self, rel, key, start, end, version)
 
+    def service_url(self) -> str:
+        return self.cfg.endpoint or f"https://s3.{self.cfg.region}.amazonaws.com"
+
     async def blocking_get(self, rel: str, key: str, start: int, end: int | None,
                            version: str | None) -> HttpGet:
         if self._tls is None:

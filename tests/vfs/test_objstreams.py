@@ -331,3 +331,28 @@ def test_stream_keys_are_checked(kind: str, extra: dict[str, Any], message: str)
         "streams"] == 4
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_vfs_section(Section({"b": {**base, **extra}}, "aftd.toml", "vfs"))
+
+
+@pytest.mark.parametrize("kind", ["s3", "azure"])
+async def test_backends_that_honour_proxy_settings_stream_through_them(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDKs send S3 and Azure requests through the environment's proxy; the blocking GETs
+    connect directly, so with a proxy set for the endpoint a download streams instead."""
+    entry: dict[str, Any] = {
+        "s3": {"type": "s3", "bucket": "landing", "endpoint": "http://s3.example.test:8333",
+               "access_key_secret": "a", "secret_key_secret": "b"},
+        "azure": {"type": "azure", "account_url": "http://blob.example.test/acct",
+                  "container": "drops", "account_key_secret": "k"}}[kind]
+    key = "ZmFrZS1rZXktZm9yLXRoZS10ZXN0cw=="  # base64, as an account key is
+    pool = make_pool({"o": entry}, DictSecrets({"a": "ak", "b": "sk", "k": key}))
+    try:
+        for var in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                    "NO_PROXY"):
+            monkeypatch.delenv(var, raising=False)
+        assert await pool.get("o").blocking_streams(64 * MIB) == 4
+        monkeypatch.setenv("http_proxy", "http://proxy.example.test:3128")
+        assert await pool.get("o").blocking_streams(64 * MIB) == 0
+        monkeypatch.setenv("no_proxy", "example.test")
+        assert await pool.get("o").blocking_streams(64 * MIB) == 4
+    finally:
+        await pool.aclose()
