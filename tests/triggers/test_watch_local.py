@@ -130,3 +130,24 @@ async def _until(pred: Callable[[], bool], timeout: float = 30) -> None:
     while not pred():
         assert time.monotonic() < deadline, "condition not met"
         await asyncio.sleep(0.1)
+
+
+async def test_a_file_name_that_is_not_utf8_fires_once(
+        make_daemon: Callable[..., Any], tmp_path: Path) -> None:
+    """Linux file names are bytes: one that is not UTF-8 fires one job like any other, and its
+    path in the job's params gives back the same bytes (surrogate escapes, as os.listdir)."""
+    inbox = tmp_path / "drop" / "in"
+    inbox.mkdir(parents=True)
+    d = await make_daemon(scripts=SCRIPTS, extra_config=local_vfs("drop", tmp_path / "drop")
+                          + watch("odd", "drop", path="in", pattern="*.csv", mode="poll"))
+    api = Api(d)
+    try:
+        with open(os.fsencode(inbox) + b"/b\xff.csv", "wb") as f:
+            f.write(b"hello")
+        [job] = await wait_jobs(api, "odd", 1)
+        await asyncio.sleep(2.5)  # time for any wrong second fire
+        [job] = await jobs_of(api, "odd")
+        assert os.fsencode(job["params"]["path"]) == b"in/b\xff.csv", job
+        assert job["status"] == "succeeded", job
+    finally:
+        await api.close()
