@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -18,6 +17,7 @@ from aftd.secrets.config import SecretsConfig, VaultConfig
 from aftd.secrets.vault import VaultProvider
 from tests.fixtures.openbao import OpenBaoServer
 from tests.fixtures.procs import free_port
+from tests.fixtures.waiting import wait_until
 from tests.secrets.helpers import secret_value, write_private
 
 MakeChain = Callable[..., SecretChain]
@@ -27,20 +27,6 @@ def vault_of(chain: SecretChain) -> VaultProvider:
     provider = chain.providers[0]
     assert isinstance(provider, VaultProvider)
     return provider
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 20.0) -> None:
-    """Poll an async or sync check until it is truthy (a deadline, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.2)
 
 
 async def test_token_auth_fields_and_missing(
@@ -126,7 +112,7 @@ async def test_rotation_is_picked_up_after_ttl(
     async def rotated() -> bool:
         return await chain.get(uniq) == "after-rotation"
 
-    await eventually(rotated, timeout=10)
+    await wait_until(rotated, 10, "the rotated value", step=0.2)
 
 
 async def test_concurrent_lookups_share_one_request(
@@ -170,7 +156,7 @@ async def test_relogin_when_renewal_fails(openbao: OpenBaoServer, make_chain: Ma
     vault = vault_of(chain)
     first = vault.accessor
     openbao.revoke_accessor(first)  # the renewer's next renewal is refused
-    await eventually(lambda: vault.stats.logins >= 2)
+    await wait_until(lambda: vault.stats.logins >= 2, 20, "a second login", step=0.2)
     assert vault.stats.renew_failures >= 1
     assert vault.accessor != first
     assert await chain.get(uniq) == "relogin-ok"

@@ -1,5 +1,6 @@
 """Fixtures of the store tests: one real PostgreSQL server for the session (a fresh, migrated
-database per test) and the stores of both backends behind the same interface."""
+database per test), the stores of both backends behind the same interface, and for the fleet
+tests an orchestrator and an empty database of their own."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from aftd.store.pg.db import Db
 from aftd.store.pg.hosts import register
 from aftd.store.pg.lease import Lease
 from aftd.store.pg.migrate import migrate
+from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.postgres import PostgresServer
 
 
@@ -28,6 +30,21 @@ async def fresh_db(server: PostgresServer, *, migrated: bool = True) -> Db:
     if migrated:
         await migrate(db)
     return db
+
+
+@pytest.fixture
+async def orch() -> AsyncIterator[Orchestrator]:
+    o = Orchestrator(token="orch-fleet-token-0123")
+    await o.start()
+    yield o
+    await o.stop()
+
+
+@pytest.fixture
+def fleet_db(postgres: PostgresServer) -> str:
+    name = f"f_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(name)
+    return name
 
 
 @pytest.fixture

@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tests.fixtures.daemon import Api, DaemonProcess
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.postgres import PostgresServer
 from tests.report.e2e import BUNDLED, GATED
 
-__all__ = ["FleetOf", "migrate_cli", "wait_until"]
+__all__ = ["FleetOf", "migrate_cli"]
 
 SLEEPER = '''
 import asyncio
@@ -123,14 +121,3 @@ root = "{self.dst}"
             d.stop()
 
 
-async def wait_until(check: Any, timeout: float, what: str, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(step)

@@ -6,8 +6,6 @@ import asyncio
 import json
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,24 +13,10 @@ import pytest
 from aftd.store.pg.migrate import latest_version
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.postgres import PostgresServer
-from tests.store.fleet import FleetOf, migrate_cli, wait_until
+from tests.fixtures.waiting import wait_until
+from tests.store.fleet import FleetOf, migrate_cli
 
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
-
-
-@pytest.fixture
-async def orch() -> AsyncIterator[Orchestrator]:
-    o = Orchestrator(token="orch-fleet-token-0123")
-    await o.start()
-    yield o
-    await o.stop()
-
-
-@pytest.fixture
-def fleet_db(postgres: PostgresServer) -> str:
-    name = f"f_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(name)
-    return name
 
 
 async def _fleet(root: Path, pg: PostgresServer, orch: Orchestrator, db: str, n: int = 3,

@@ -5,8 +5,6 @@ host, which delivers its reports once with their Idempotency-Keys; when the host
 from __future__ import annotations
 
 import signal
-import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -14,27 +12,18 @@ import pytest
 
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.postgres import PostgresServer
-from tests.store.fleet import FleetOf, migrate_cli, wait_until
+from tests.fixtures.waiting import wait_until
+from tests.store.fleet import FleetOf, migrate_cli
 from tests.triggers.helpers import wait_status, watch
 
 ONLY_H1 = ["only:h1"]
 
 
-@pytest.fixture
-async def orch() -> AsyncIterator[Orchestrator]:
-    o = Orchestrator(token="orch-fleet-token-0123")
-    await o.start()
-    yield o
-    await o.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_a_host_back_from_a_cut_does_not_deliver_again(
-        tmp_path: Path, postgres: PostgresServer, orch: Orchestrator) -> None:
-    database = f"f_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(database)
-    fleet = FleetOf(tmp_path, postgres, orch, database, tags=[[], ONLY_H1])
+        tmp_path: Path, postgres: PostgresServer, orch: Orchestrator, fleet_db: str) -> None:
+    fleet = FleetOf(tmp_path, postgres, orch, fleet_db, tags=[[], ONLY_H1])
     gate = tmp_path / "gate"
     # A watch whose job runs on h1 (and waits for the gate there).
     fleet.build(2, extra=watch("hw", "src", path="hw", script="gated", poll_s=0.3,
@@ -101,12 +90,10 @@ async def test_a_host_back_from_a_cut_does_not_deliver_again(
 
 
 async def test_max_concurrent_holds_per_host(tmp_path: Path, postgres: PostgresServer,
-                                             orch: Orchestrator) -> None:
+                                             orch: Orchestrator, fleet_db: str) -> None:
     """Two hosts with jobs.max_concurrent = 2 share a queue of 8 jobs: on each host, at most
     two of them overlap in time (from the jobs' own start and end)."""
-    database = f"f_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(database)
-    fleet = FleetOf(tmp_path, postgres, orch, database, max_concurrent=2)
+    fleet = FleetOf(tmp_path, postgres, orch, fleet_db, max_concurrent=2)
     fleet.build(2)
     assert migrate_cli(fleet.daemons[0]).returncode == 0
     await fleet.start()

@@ -3,7 +3,6 @@ time and each file version fires one job for the whole fleet, whichever host cla
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pytest
 from tests.fixtures.daemon import Api
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.postgres import PostgresServer
-from tests.store.fleet import FleetOf, migrate_cli, wait_until
+from tests.fixtures.waiting import wait_until
+from tests.store.fleet import FleetOf, migrate_cli
 from tests.triggers.helpers import jobs_of, schedule, wait_status, watch
 
 
@@ -24,10 +24,8 @@ async def orch() -> Orchestrator:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_a_schedule_and_a_watch_fire_once_for_the_fleet(
-        tmp_path: Path, postgres: PostgresServer, orch: Orchestrator) -> None:
-    database = f"f_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(database)
-    fleet = FleetOf(tmp_path, postgres, orch, database, tags=[[], [], ["vfs:archive"]])
+        tmp_path: Path, postgres: PostgresServer, orch: Orchestrator, fleet_db: str) -> None:
+    fleet = FleetOf(tmp_path, postgres, orch, fleet_db, tags=[[], [], ["vfs:archive"]])
     # The three hosts watch one directory (on this machine: one local VFS root for all, as a
     # shared mount would be) and run two schedules, one of them for h2 only (host_tags).
     fleet.build(3, extra=schedule("tick", script="record", every_s=1)
@@ -68,10 +66,8 @@ async def test_a_schedule_and_a_watch_fire_once_for_the_fleet(
 
 
 async def test_a_pause_holds_for_the_whole_fleet(tmp_path: Path, postgres: PostgresServer,
-                                                  orch: Orchestrator) -> None:
-    database = f"f_{uuid.uuid4().hex[:12]}"
-    postgres.create_database(database)
-    fleet = FleetOf(tmp_path, postgres, orch, database)
+                                                  orch: Orchestrator, fleet_db: str) -> None:
+    fleet = FleetOf(tmp_path, postgres, orch, fleet_db)
     fleet.build(2, extra=schedule("tick", script="record", every_s=1))
     assert migrate_cli(fleet.daemons[0]).returncode == 0
     await fleet.start()

@@ -12,7 +12,8 @@ import pytest
 
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.postgres import PostgresServer
-from tests.store.fleet import FleetOf, migrate_cli, wait_until
+from tests.fixtures.waiting import wait_until
+from tests.store.fleet import FleetOf, migrate_cli
 from tests.triggers.helpers import wait_status, watch
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
