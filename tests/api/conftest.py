@@ -28,6 +28,17 @@ max_connections = 64
 """
 
 
+# A job whose report cannot be delivered (nothing listens on port 9 of loopback): its record
+# carries a pending `report` object (the OpenAPI tests check it against the schema).
+REPORTER = """
+async def main(job):
+    rid = await job.outbox.record_intent(
+        job.id, url="http://127.0.0.1:9/report", token_secret=None,
+        failure_body={"status": "failed"}, idempotency_key="k-" + job.id)
+    await job.outbox.submit(rid, {"status": "completed"})
+"""
+
+
 def spawn(tmp: Path, **kw: Any) -> DaemonProcess:
     kw.setdefault("scripts", {"hello": HELLO})
     d = DaemonProcess(tmp, **kw)

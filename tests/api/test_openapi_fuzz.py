@@ -20,20 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.conftest import REPORTER
 from tests.api.rawclient import assert_no_traceback, call
 from tests.fixtures.daemon import API_KEY, DaemonProcess
 
 MAX_EXAMPLES = "40"
 
-# A job whose report cannot be delivered (nothing listens on port 9 of loopback): its record
-# carries a pending `report` object for the fuzzer to check against the schema.
-REPORTER = """
-async def main(job):
-    rid = await job.outbox.record_intent(
-        job.id, url="http://127.0.0.1:9/report", token_secret=None,
-        failure_body={"status": "failed"}, idempotency_key="k-" + job.id)
-    await job.outbox.submit(rid, {"status": "completed"})
-"""
 
 
 def _job_with_a_report(d: DaemonProcess) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.api.conftest import spawn
+from tests.api.conftest import REPORTER, spawn
 from tests.api.rawclient import KEY, parse, read_all, request_bytes, tls
 from tests.conftest import HELLO
 from tests.fixtures.daemon import API_KEY_SHA256, DaemonProcess
@@ -36,14 +36,6 @@ SLOW = """
 import asyncio
 async def main(job):
     await asyncio.sleep(float(job.params.get("seconds", 60)))
-"""
-# A report that cannot be delivered (nothing listens on port 9): the job's `report` is pending.
-REPORTER = """
-async def main(job):
-    rid = await job.outbox.record_intent(
-        job.id, url="http://127.0.0.1:9/report", token_secret=None,
-        failure_body={"status": "failed"}, idempotency_key="k-" + job.id)
-    await job.outbox.submit(rid, {"status": "completed"})
 """
 # A report intent that stays one while the job runs: a retry of it is refused (409).
 INTENDER = """
