@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable
@@ -13,8 +12,7 @@ from typing import Any
 from tests.fixtures.daemon import Api, DaemonProcess
 from tests.fixtures.orchestrator import Orchestrator
 
-__all__ = ["BUNDLED", "GATED", "daemon_for", "run_workflow", "secret_env", "vfs_table",
-           "wait_delivered"]
+__all__ = ["BUNDLED", "GATED", "daemon_for", "run_workflow", "secret_env", "wait_delivered"]
 
 BUNDLED = (Path(__file__).resolve().parents[2] / "aftd" / "examples" / "scripts"
            / "claim_transfer_report.py").read_text()
@@ -67,11 +65,6 @@ async def daemon_for(make_daemon: Callable[..., Any], orch: Orchestrator, root: 
         env={"AFTD_SECRET_ORCH_API_URL": orch.url,
              "AFTD_SECRET_ORCH_API_TOKEN": orch.token})
     return d, src, dst
-
-
-def vfs_table(name: str, options: dict[str, Any]) -> str:
-    """A ``[vfs.NAME]`` table of a config, from a fixture's ``vfs_options()``."""
-    return f"[vfs.{name}]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
 
 
 def secret_env(orch: Orchestrator, *secrets: dict[str, str]) -> dict[str, str]:

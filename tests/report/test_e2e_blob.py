@@ -20,10 +20,10 @@ from urllib.parse import quote
 from azure.storage.blob.aio import BlobServiceClient
 
 from tests.fixtures.azurite import AzuriteServer
-from tests.fixtures.daemon import Api
+from tests.fixtures.daemon import Api, vfs_table
 from tests.fixtures.gcs import GcsServer
 from tests.fixtures.orchestrator import Orchestrator
-from tests.report.e2e import BUNDLED, run_workflow, secret_env, vfs_table
+from tests.report.e2e import BUNDLED, run_workflow, secret_env
 
 MTIME = "2022-04-15T05:20:00.25Z"  # rclone's metadata format, as another tool left it
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.daemon import Api
+from tests.fixtures.daemon import Api, vfs_table
 from tests.fixtures.ftp import FtpServer
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.sshd import SshdServer
-from tests.report.e2e import BUNDLED, run_workflow, secret_env, vfs_table
+from tests.report.e2e import BUNDLED, run_workflow, secret_env
 
 
 async def test_ftps_to_sftp_through_the_daemon(

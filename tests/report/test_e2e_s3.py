@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.daemon import Api
+from tests.fixtures.daemon import Api, vfs_table
 from tests.fixtures.ftp import FtpServer
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.s3 import S3Server
 from tests.fixtures.sshd import SshdServer
-from tests.report.e2e import BUNDLED, run_workflow, secret_env, vfs_table
+from tests.report.e2e import BUNDLED, run_workflow, secret_env
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.daemon import Api
+from tests.fixtures.daemon import Api, vfs_table
 from tests.fixtures.openbao import OpenBaoServer
 from tests.fixtures.orchestrator import Orchestrator
 from tests.fixtures.sshd import SshdServer
-from tests.report.e2e import BUNDLED, run_workflow, vfs_table
+from tests.report.e2e import BUNDLED, run_workflow
 
 
 async def test_local_to_sftp_with_openbao_secrets(

@@ -7,6 +7,7 @@ One daemon serves the module (secrets from a 0600 file, local VFS, an sshd-backe
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.fixtures.daemon import Api, DaemonProcess
+from tests.fixtures.daemon import Api, DaemonProcess, vfs_table
 from tests.fixtures.sshd import SshdServer, start_sshd
 from tests.fixtures.webapp import serving
 from tests.scripts.helpers import (
@@ -135,9 +136,8 @@ def iso(tmp_path_factory: pytest.TempPathFactory, sshd: SshdServer) -> Iterator[
         (root / name).mkdir()
     secrets = root / "secrets.toml"
     key = sshd.user_key_text
-    secrets.write_text(f"demo-token = {_toml_str(SECRET)}\nsshd-key = '''\n{key}'''\n")
+    secrets.write_text(f"demo-token = {json.dumps(SECRET)}\nsshd-key = '''\n{key}'''\n")
     secrets.chmod(0o600)
-    partner = "\n".join(f"{k} = {_toml(v)}" for k, v in sshd.vfs_options().items())
     d = DaemonProcess(root / "d", scripts={"api": API}, extra_config=textwrap.dedent(f"""
         [scripts]
         kill_grace_s = 1
@@ -151,19 +151,10 @@ def iso(tmp_path_factory: pytest.TempPathFactory, sshd: SshdServer) -> Iterator[
         [vfs.dst]
         type = "local"
         root = "{root / 'dst'}"
-        """) + f"[vfs.partner]\n{partner}\n")
+        """) + vfs_table("partner", sshd.vfs_options()) + "\n")
     asyncio.run(d.start())
     yield d
     d.stop()
-
-
-def _toml(v: Any) -> str:
-    return str(v).lower() if isinstance(v, bool) else (str(v) if isinstance(v, int)
-                                                       else _toml_str(str(v)))
-
-
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @pytest.fixture

@@ -148,18 +148,14 @@ def _line(marker: str) -> int:
     return next(i for i, text in enumerate(API.splitlines(), 1) if f"@line:{marker}" in text)
 
 
-def _toml_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 @pytest.fixture(scope="module")
 def js(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     root = tmp_path_factory.mktemp("syncjs")
     for name in ("src", "dst"):
         (root / name).mkdir()
     secrets = root / "secrets.toml"
-    secrets.write_text(f"demo-token = {_toml_str(SECRET)}\norch-token = {_toml_str(ORCH_TOKEN)}\n"
-                       f"orch-api-token = {_toml_str(ORCH_TOKEN)}\n")
+    secrets.write_text(f"demo-token = {json.dumps(SECRET)}\norch-token = {json.dumps(ORCH_TOKEN)}\n"
+                       f"orch-api-token = {json.dumps(ORCH_TOKEN)}\n")
     secrets.chmod(0o600)
     d = DaemonProcess(root / "d", scripts={"api.js": API, "broken.js": BROKEN,
                                            "example.js": EXAMPLE}, extra_config=f"""
@@ -419,7 +415,7 @@ async def test_bundled_example_claims_copies_and_reports(api: Api, js: DaemonPro
                                                          orch: Orchestrator) -> None:
     # The example reads the orchestrator's URL as a secret: give it through the secrets file.
     secrets = js.root.parent / "secrets.toml"
-    secrets.write_text(secrets.read_text() + f"orch-api-url = {_toml_str(orch.url)}\n")
+    secrets.write_text(secrets.read_text() + f"orch-api-url = {json.dumps(orch.url)}\n")
     (js.root.parent / "src" / "ex.bin").write_bytes(b"payload")
     orch.add_job("ex-1", {"sourceVfs": "src", "sourcePath": "ex.bin", "destVfs": "dst",
                           "destDir": "example"})
