@@ -8,6 +8,7 @@ import signal
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from tests.fixtures.daemon import API_KEY_SHA256, Api, DaemonProcess
 
@@ -32,16 +33,20 @@ async def _reload(d: DaemonProcess, keys: str, n: int) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _sign_in(api: Api, d: DaemonProcess) -> tuple[dict[str, str], dict[str, Any]]:
+    """Sign in with the API key: the session cookie as a header, and the session."""
+    async with api.session.post(d.url + "/v1/session", headers=api.headers(),
+                                ssl=d.ssl_context()) as r:
+        assert r.status == 201
+        return {"Cookie": r.headers["Set-Cookie"].split(";")[0]}, await r.json()
+
+
 async def test_a_session_follows_its_keys_scopes_across_reloads_and_ends_with_the_key(
         make_daemon: Callable[..., Awaitable[DaemonProcess]]) -> None:
     d = await make_daemon(api_keys=_keys('["jobs:read", "jobs:trigger"]'))
     api = Api(d)
     try:
-        async with api.session.post(d.url + "/v1/session", headers=api.headers(),
-                                    ssl=d.ssl_context()) as r:
-            assert r.status == 201
-            cookie = {"Cookie": r.headers["Set-Cookie"].split(";")[0]}
-            session = await r.json()
+        cookie, session = await _sign_in(api, d)
         api.key = None  # from here on only the cookie speaks
         csrf = {**cookie, "X-CSRF-Token": session["csrfToken"]}
         status, body = await api.request("POST", "/v1/jobs", json={"scriptId": "hello"},
@@ -86,10 +91,7 @@ async def test_a_restart_signs_everyone_out(
     d = await make_daemon()
     api = Api(d)
     try:
-        async with api.session.post(d.url + "/v1/session", headers=api.headers(),
-                                    ssl=d.ssl_context()) as r:
-            assert r.status == 201
-            cookie = {"Cookie": r.headers["Set-Cookie"].split(";")[0]}
+        cookie, _ = await _sign_in(api, d)
         api.key = None
         assert (await api.request("GET", "/v1/jobs", headers=cookie))[0] == 200
         d.stop()
