@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
+import ctypes.util
 import functools
+import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -136,6 +139,32 @@ _pools: dict[str, BoundedExecutor] = {}
 _lock = threading.Lock()
 
 
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_arenas_shared = False
+
+
+def _share_malloc_arena() -> None:
+    """Have glibc's malloc serve every thread from one arena (as ``MALLOC_ARENA_MAX=1``),
+    unless the environment already chose.
+
+    A thread's large allocations (a local read's 1 MiB chunk is made in the thread that reads)
+    otherwise come from an arena of its own, which keeps what was freed in it: measured on a
+    256 MiB upload as 8 ranged streams, 15-20 MB more peak RSS. The GIL means these threads
+    hardly ever allocate at the same moment, so one arena costs no waiting.
+    """
+    global _arenas_shared
+    if _arenas_shared or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    _arenas_shared = True
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, 1)
+
+
 def get(name: str) -> BoundedExecutor:
     """The pool called ``name``, created at the configured size on first use."""
     if name not in _sizes:
@@ -143,6 +172,7 @@ def get(name: str) -> BoundedExecutor:
     with _lock:
         pool = _pools.get(name)
         if pool is None:
+            _share_malloc_arena()  # before any of our threads allocates
             pool = _pools[name] = BoundedExecutor(name, _sizes[name])
         return pool
 

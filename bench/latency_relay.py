@@ -2,7 +2,7 @@
 
     python bench/latency_relay.py --target 127.0.0.1:2222 --rtt-ms 100 [--listen-port 0]
                                   [--rate-mbps 0] [--buffer-mib 64]
-    python bench/latency_relay.py --self-check [--runs 3]
+    python bench/latency_relay.py --self-check [--runs 3] [--rtt-ms 100] [--connections 8]
 
 These machines have no ``tc netem``, so WAN paths are emulated in user space: every chunk read
 from one side is written to the other side RTT/2 later, in each direction (so a request and its
@@ -11,8 +11,10 @@ many megabytes per second before the delay (a bottleneck link); 0 means no cap. 
 ``--buffer-mib`` per direction waits in the relay (the "router buffer"); beyond that the relay
 stops reading that side, which is TCP back-pressure to the sender, as on a real path.
 
-The relay must not become the bottleneck it emulates: ``--self-check`` pushes bytes through it at
-RTT 0 and compares with a direct loopback connection (``bench/wan_bench.py`` runs it first too).
+The relay must not become the bottleneck it emulates: ``--self-check`` pushes bytes through it
+(at ``--rtt-ms``, over ``--connections`` parallel connections, default RTT 0 and one) into a
+plain TCP sink and compares with direct loopback connections; at an RTT the ideal is the direct
+time plus one round trip (the last byte's way there, the count's way back).
 When started as a child, it prints ``listening PORT`` on stdout once it accepts connections.
 """
 
@@ -221,21 +223,26 @@ async def _sink_server() -> tuple[asyncio.Server, int]:
     return server, int(server.sockets[0].getsockname()[1])
 
 
-async def _push(port: int, nbytes: int) -> float:
-    """Seconds to send ``nbytes`` to ``port`` and hear the count back."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _push(port: int, nbytes: int, connections: int = 1) -> float:
+    """Seconds to send ``nbytes`` to ``port`` over ``connections`` at once and hear each
+    connection's count back."""
     block = os.urandom(1 << 20)
+    share = (nbytes >> 20) // connections
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(share):
+            writer.write(block)
+            await writer.drain()
+        writer.write_eof()
+        got = int(await reader.read())
+        writer.close()
+        if got != share << 20:
+            raise RuntimeError(f"relay lost bytes: sent {share << 20}, received {got}")
+
     t0 = time.perf_counter()
-    for _ in range(nbytes >> 20):
-        writer.write(block)
-        await writer.drain()
-    writer.write_eof()
-    got = int(await reader.read())
-    took = time.perf_counter() - t0
-    writer.close()
-    if got != nbytes:
-        raise RuntimeError(f"relay lost bytes: sent {nbytes}, received {got}")
-    return took
+    await asyncio.gather(*(one(r, w) for r, w in streams))
+    return time.perf_counter() - t0
 
 
 async def start_child(target: tuple[str, int], rtt_ms: float = 0.0, rate_mbps: float = 0.0,
@@ -252,19 +259,24 @@ async def start_child(target: tuple[str, int], rtt_ms: float = 0.0, rate_mbps: f
     return proc, int(line.split()[1])
 
 
-async def measure(nbytes: int, runs: int) -> dict[str, list[float]]:
-    """MB/s direct and through a relay process at RTT 0, alternating, ``runs`` each.
+async def measure(nbytes: int, runs: int, rtt_ms: float = 0.0,
+                  connections: int = 1) -> dict[str, list[float]]:
+    """MB/s direct and through a relay process at ``rtt_ms``, alternating, ``runs`` each
+    ("ideal": what the relay would give if it only added the round trip to the direct time).
 
     Sender and receiver share this process (one core at most), so "direct" is the ceiling of
     this measurement; what matters is how close the relay comes to it.
     """
     server, port = await _sink_server()
-    proc, rport = await start_child(("127.0.0.1", port))
-    out: dict[str, list[float]] = {"direct": [], "relay": []}
+    proc, rport = await start_child(("127.0.0.1", port), rtt_ms)
+    out: dict[str, list[float]] = {"direct": [], "relay": [], "ideal": []}
     try:
         for _ in range(runs):
             for name, p in (("direct", port), ("relay", rport)):
-                out[name].append(nbytes / await _push(p, nbytes) / 1e6)
+                took = await _push(p, nbytes, connections)
+                out[name].append(nbytes / took / 1e6)
+                if name == "direct":
+                    out["ideal"].append(nbytes / (took + rtt_ms / 1000) / 1e6)
     finally:
         proc.kill()
         await proc.wait()
@@ -272,9 +284,10 @@ async def measure(nbytes: int, runs: int) -> dict[str, list[float]]:
     return out
 
 
-def self_check(nbytes: int = 512 << 20, runs: int = 3) -> dict[str, float]:
-    """Median MB/s direct and through the relay (RTT 0), with ranges; printed by the CLI."""
-    res = asyncio.run(measure(nbytes, runs))
+def self_check(nbytes: int = 512 << 20, runs: int = 3, rtt_ms: float = 0.0,
+               connections: int = 1) -> dict[str, float]:
+    """Median MB/s direct, through the relay and ideal (at ``rtt_ms``), with ranges."""
+    res = asyncio.run(measure(nbytes, runs, rtt_ms, connections))
     return {f"{k}_median": statistics.median(v) for k, v in res.items()} | {
         f"{k}_min": min(v) for k, v in res.items()} | {f"{k}_max": max(v) for k, v in res.items()}
 
@@ -302,12 +315,14 @@ def main() -> None:
     ap.add_argument("--self-check", action="store_true")
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=1, help="self-check: in parallel")
     args = ap.parse_args()
     if args.self_check:
-        r = self_check(args.size_mib << 20, args.runs)
-        print(f"direct {r['direct_median']:.0f} MB/s ({r['direct_min']:.0f}-"
-              f"{r['direct_max']:.0f}); relay at RTT 0 {r['relay_median']:.0f} MB/s "
-              f"({r['relay_min']:.0f}-{r['relay_max']:.0f}); load {os.getloadavg()[0]:.2f}")
+        r = self_check(args.size_mib << 20, args.runs, args.rtt_ms, args.connections)
+        print(f"{args.connections} connection(s): direct {r['direct_median']:.0f} MB/s "
+              f"({r['direct_min']:.0f}-{r['direct_max']:.0f}); relay at RTT {args.rtt_ms:g} ms "
+              f"{r['relay_median']:.0f} MB/s ({r['relay_min']:.0f}-{r['relay_max']:.0f}), "
+              f"ideal {r['ideal_median']:.0f}; load {os.getloadavg()[0]:.2f}")
         return
     if not args.target:
         sys.exit("--target HOST:PORT is required (or --self-check)")

@@ -10,6 +10,10 @@ SFTP ``streams`` key, "auto" from the measured round trip).
 
 Any failure or cancellation of one range cancels the others and waits for them, so the caller
 removes a temporary file nothing writes to any more. A transient failure restarts the ranges.
+
+Streams do not all move at the same speed (sessions start at different times, connections share
+CPU), so a stream that finishes its range takes over the second half of the largest rest of
+another: they all end at about the same time.
 """
 
 from __future__ import annotations
@@ -21,12 +25,24 @@ from dataclasses import dataclass
 import structlog
 
 from aftd.errors import TransferError
-from aftd.vfs.base import FileInfo, StreamDigests, TransientError, Vfs, fail
+from aftd.vfs.base import (
+    FileInfo,
+    ReadStream,
+    StreamDigests,
+    TransientError,
+    Vfs,
+    WriteStream,
+    fail,
+)
 
 __all__ = ["Ranged", "ranged_transfer", "split", "stream_plan"]
 
 log = structlog.get_logger(__name__)
 _ALIGN = 1 << 20  # ranges start at MiB boundaries
+# A stream that is done takes over half of what another has left when that half is at least
+# this: a take-over costs an open (and a close) on each side, a round trip or two; the window of
+# an SSH channel moves about 2 MiB per round trip.
+_MIN_TAKE = 4 << 20
 Sent = tuple[StreamDigests | None, int, object | None]
 
 
@@ -62,7 +78,7 @@ def _can_hash_source(job: Ranged) -> bool:
 
 async def ranged_transfer(job: Ranged, target: str, n: int, upto: Callable[[int], None],
                           retry_delays: tuple[float, ...]) -> Sent:
-    """Copy ``job``'s file into ``target`` as ``n`` ranges. After a transient error each range
+    """Copy ``job``'s file into ``target`` as ``n`` streams. After a transient error each range
     resumes from what its destination confirmed, in the same temporary file."""
     state = _State(split(job.info.size, n))
     for delay in (*retry_delays, None):
@@ -73,7 +89,7 @@ async def ranged_transfer(job: Ranged, target: str, n: int, upto: Callable[[int]
                 raise
             log.warning("copy_retry", vfs=job.dst.name,
                         path=job.dst_path, error=str(exc),
-                        resume_at=sum(state.done), delay_s=delay, streams=len(state.ranges))
+                        resume_at=state.confirmed(), delay_s=delay, streams=n)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -84,40 +100,69 @@ def split(size: int, n: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, size)) for a in range(0, size, step)]
 
 
+class _Range:
+    """Bytes ``[first, end)`` of the file. ``done``: bytes from ``first`` the destination
+    confirmed; ``sent``: bytes from ``first`` handed to the writer. ``end`` only shrinks,
+    when an idle stream takes over the rest (never below ``first + sent``)."""
+
+    def __init__(self, first: int, end: int) -> None:
+        self.first, self.end = first, end
+        self.done = self.sent = 0
+        self.reader: object | None = None  # while a stream copies it
+
+    @property
+    def left(self) -> int:
+        return self.end - self.first - self.done
+
+
 class _State:
-    """What survives a failed attempt: the ranges, the bytes each has confirmed, whether the
-    temporary file exists, and the version of the source every range must read (object
-    stores: ETag or generation; the first range to open learns it) with its mtime."""
+    """What survives a failed attempt: the ranges with the bytes each has confirmed, and the
+    version of the source every range must read (object stores: ETag or generation; the first
+    range to open learns it) with its mtime."""
 
     def __init__(self, ranges: list[tuple[int, int]]) -> None:
-        self.ranges = ranges
-        self.done = [0] * len(ranges)
-        self.created = False
+        self.ranges = [_Range(a, b) for a, b in ranges]
         self.version: str | None = None
         self.mtime: float | None = None
         self.pinned = asyncio.Event()
 
-    def leader(self) -> int:
-        """The range that opens first (and pins the version): the first one not done."""
-        return next(i for i, (a, b) in enumerate(self.ranges) if self.done[i] < b - a)
+    def confirmed(self) -> int:
+        return sum(r.done for r in self.ranges)
+
+    def take_over(self) -> _Range | None:
+        """The second half of what the busiest stream has left, as a new range (its stream
+        stops where this one starts), or None when no stream has enough left to be worth
+        another open (about a stream's window of work, :data:`_MIN_TAKE`)."""
+        busy = [r for r in self.ranges if r.reader is not None]
+        if not busy:
+            return None
+        victim = max(busy, key=lambda r: r.end - _ahead(r))
+        start = _ahead(victim)
+        cut = start + -(-(victim.end - start) // 2 // _ALIGN) * _ALIGN
+        if victim.end - cut < _MIN_TAKE or cut <= start:
+            return None
+        new = _Range(cut, victim.end)
+        victim.end = cut
+        limit = getattr(victim.reader, "limit", None)
+        if callable(limit):  # no read-ahead beyond the new end
+            limit(cut)
+        self.ranges.append(new)
+        return new
+
+
+def _ahead(r: _Range) -> int:
+    """Where ``r``'s stream is: bytes past it were neither written nor asked for yet."""
+    requested = getattr(r.reader, "requested", 0)
+    return max(r.first + r.sent, requested if isinstance(requested, int) else 0)
 
 
 async def _attempt(job: Ranged, target: str, state: _State, upto: Callable[[int], None]) -> Sent:
     src, dst, info = job.src, job.dst, job.info
-    if not state.created:
-        async with dst.open_write(target, 0) as w:  # the empty temporary file the ranges fill
-            await w.finish(None)
-        state.created = True
-
-    def advance(i: int) -> Callable[[int], None]:
-        def moved(nbytes: int) -> None:
-            state.done[i] = max(state.done[i], nbytes)
-            upto(sum(state.done))
-        return moved
-
-    todo = [i for i, (a, b) in enumerate(state.ranges) if state.done[i] < b - a]
+    todo = [r for r in state.ranges if r.left > 0]
+    for r in todo:
+        r.sent = r.done  # this attempt starts over from what the destination confirmed
     tasks: list[asyncio.Future[object]] = [
-        asyncio.ensure_future(_copy_range(job, target, i, state, advance(i))) for i in todo]
+        asyncio.ensure_future(_stream(job, target, r, state, upto)) for r in todo]
     if job.verify:
         tasks.append(asyncio.ensure_future(src.checksum(info.path, "sha256")))
     try:
@@ -127,41 +172,66 @@ async def _attempt(job: Ranged, target: str, state: _State, upto: Callable[[int]
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    finally:
+        for r in state.ranges:
+            r.reader = None
     mtime = state.mtime if state.mtime is not None else (
         info.mtime if src.features.list_mtime else None)
+    # The two at once (one round trip): the size is final once every range has flushed.
     if dst.features.set_mtime and mtime is not None:
-        await dst.set_mtime(target, mtime)
-    stored = (await dst.stat(target)).size
+        _, stored = await asyncio.gather(dst.set_mtime(target, mtime), dst.stat(target))
+    else:
+        stored = await dst.stat(target)
     log.info("copy_ranged", vfs=dst.name, path=job.dst_path,
-             streams=len(state.ranges), bytes=info.size)
+             streams=len(todo), ranges=len(state.ranges), bytes=info.size)
     digests = StreamDigests(str(results[-1]), info.size) if job.verify else None
-    return digests, stored, None
+    return digests, stored.size, None
 
 
-async def _copy_range(job: Ranged, target: str, i: int, state: _State,
-                      progress: Callable[[int], None]) -> None:
+async def _stream(job: Ranged, target: str, r: _Range | None, state: _State,
+                  upto: Callable[[int], None]) -> None:
+    """One stream: its range, then halves taken over from the others while it pays."""
+    while r is not None:
+        await _copy_range(job, target, r, state, upto)
+        r = state.take_over()
+
+
+async def _copy_range(job: Ranged, target: str, rng: _Range, state: _State,
+                      upto: Callable[[int], None]) -> None:
     src, dst, info = job.src, job.dst, job.info
-    first, end = state.ranges[i]
-    start = first + state.done[i]
-    lead = not state.pinned.is_set() and i == state.leader()
+    start = rng.first + rng.done
+    lead = not state.pinned.is_set() and rng is next(r for r in state.ranges if r.left > 0)
     if not lead:
         await state.pinned.wait()
-    async with src.open_read_range(info.path, start, end, version=state.version) as r, \
-            dst.open_write_range(target, start) as w:
-        if lead:
+    async with src.open_read_range(info.path, start, rng.end, version=state.version) as r:
+        if lead:  # the others may open now; the temporary file is created by whoever is first
             state.version, state.mtime = getattr(r, "version", None), r.mtime
             state.pinned.set()
-        pos = start
-        while pos < end:
-            data = await r.read()
-            if not data:
-                raise fail(TransferError, src.name, info.path,
-                           f"source changed during the copy: read ended at {pos} bytes, "
-                           f"expected {info.size}")
-            if pos + len(data) > end:
-                data = data[:end - pos]
-            await w.write(data)
-            pos += len(data)
-            progress(w.confirmed - first)
-        await w.flush()
-        progress(end - first)
+        rng.reader = r
+        try:
+            async with dst.open_write_range(target, start) as w:
+                await _pump(job, r, w, rng, state, upto)
+        finally:
+            rng.reader = None
+
+
+async def _pump(job: Ranged, r: ReadStream, w: WriteStream, rng: _Range, state: _State,
+                upto: Callable[[int], None]) -> None:
+    """Bytes from ``rng``'s confirmed end up to its ``end`` (which may move closer meanwhile)."""
+    pos = rng.first + rng.sent
+    while pos < rng.end:
+        data = await r.read()
+        if not data:
+            raise fail(TransferError, job.src.name, job.info.path,
+                       f"source changed during the copy: read ended at {pos} bytes, "
+                       f"expected {job.info.size}")
+        if pos + len(data) > rng.end:
+            data = data[:rng.end - pos]
+        pos += len(data)
+        rng.sent = pos - rng.first  # before the write: a take-over starts beyond it
+        await w.write(data)
+        rng.done = max(rng.done, w.confirmed - rng.first)
+        upto(state.confirmed())
+    await w.flush()
+    rng.done = rng.end - rng.first
+    upto(state.confirmed())

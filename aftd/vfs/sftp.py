@@ -38,6 +38,13 @@ from aftd.vfs.sftp_pipe import PipelinedReader, PipelinedWriter, close_quietly
 __all__ = ["SftpVfs", "create"]
 
 T = TypeVar("T")
+# Open for writing, create if missing, keep what is there (no FXF_TRUNC): ranged writers.
+_WRITE_CREATE = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT
+
+
+def _answered(exc: BaseException) -> bool:
+    """The server answered (with an error status): the request took one full round trip."""
+    return isinstance(exc, asyncssh.SFTPError) and not isinstance(exc, LOST)
 
 
 # Kinds a tree copy handles; FIFOs, sockets and devices are reported and skipped. UNKNOWN is
@@ -58,7 +65,9 @@ class SftpVfs(Vfs):
         self._root_cfg = root
         self._real: str | None = None  # the root with symlinks resolved by the server
         self.hasher = RemoteHasher(self, self.pool, opts.get("sha256sum_command", ""))
-        self.rtt = RttMeter()  # single-request timings: sizes the "auto" settings
+        # Single-request timings size the "auto" settings; an error status from the server
+        # (no such file, ...) took a full round trip too.
+        self.rtt = RttMeter(answered=_answered)
         self._closing: set[asyncio.Future[None]] = set()  # reader handles closing
 
     def _timed(self, fn: Callable[[asyncssh.SFTPClient], Awaitable[T]],
@@ -84,7 +93,10 @@ class SftpVfs(Vfs):
             root = await self.root()
             await self._call("", self._timed(lambda s: s.stat(root)))
         sessions = self.opts["max_connections"] * self.opts["max_sessions"]
-        return stream_count(setting, self.rtt.rtt, size, min_size, sessions)
+        n = stream_count(setting, self.rtt.rtt, size, min_size, sessions)
+        if n > 1:
+            self.pool.warm(n)  # the streams' sessions start now, all at once
+        return n
 
     def files_in_flight_cap(self) -> int:
         return int(self.opts.get("max_files_in_flight", 64))
@@ -248,14 +260,14 @@ class SftpVfs(Vfs):
 
     @asynccontextmanager
     async def open_write_range(self, path: str, offset: int) -> AsyncIterator[WriteStream]:
-        """Write into the existing file from ``offset`` on a session of its own, no truncation
-        (``r+b``): several of these fill one temporary file at once."""
+        """Write into the file from ``offset`` on a session of its own, creating it when
+        missing, never truncating: several of these fill one temporary file at once."""
         rel, full = await self._abs(path)
-        async with self._writer(rel, full, "r+b", offset) as writer:
+        async with self._writer(rel, full, _WRITE_CREATE, offset) as writer:
             yield writer
 
     @asynccontextmanager
-    async def _writer(self, rel: str, full: str, mode: str, offset: int, *, truncate: int = 0,
+    async def _writer(self, rel: str, full: str, mode: str | int, offset: int, *, truncate: int = 0,
                       ) -> AsyncIterator[PipelinedWriter]:
         """A pipelined writer from ``offset``: flushed when the block ends, cancelled when it
         raises."""
@@ -269,13 +281,13 @@ class SftpVfs(Vfs):
             await writer.flush()
 
     @asynccontextmanager
-    async def _open(self, rel: str, full: str, mode: str, truncate: int = 0,
+    async def _open(self, rel: str, full: str, mode: str | int, truncate: int = 0,
                     ) -> AsyncIterator[tuple[asyncssh.SFTPClientFile, int]]:
         async def op(s: asyncssh.SFTPClient) -> tuple[asyncssh.SFTPClientFile, int]:
             # block_size=0: each read/write is one request sent from the calling task. We split
             # and pipeline ourselves; asyncssh's own splitting would add a task per request.
             with self.rtt.timer():
-                f = await s.open(full, mode, block_size=0)
+                f = await s.open(full, mode, block_size=0, encoding=None)
             if truncate:
                 await f.truncate(truncate)
             return f, 0  # writers (readers open in open_read) do not need the size

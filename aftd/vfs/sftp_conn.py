@@ -56,12 +56,26 @@ class _Session:
 
 @dataclass
 class _Conn:
-    conn: asyncssh.SSHClientConnection
+    """One SSH connection, counted in the pool from the moment it starts connecting (so
+    several connect at once and nobody over-connects); ``task`` gives the connection."""
+
+    task: asyncio.Future[asyncssh.SSHClientConnection]
     sessions: list[_Session] = field(default_factory=list)
     opening: int = 0  # sessions being started on it right now
 
+    @property
+    def conn(self) -> asyncssh.SSHClientConnection | None:
+        """The connection once it is established, else None."""
+        t = self.task
+        if not t.done() or t.cancelled() or t.exception() is not None:
+            return None
+        return t.result()
+
     def alive(self) -> bool:
-        return not self.conn.is_closed()
+        if not self.task.done():
+            return True  # still connecting
+        conn = self.conn
+        return conn is not None and not conn.is_closed()
 
 
 class SftpPool:
@@ -72,6 +86,8 @@ class SftpPool:
         self._conns: list[_Conn] = []
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition(self._lock)  # a session finished starting
+        self._spare = 0  # sessions :meth:`warm` is starting for whoever asks next
+        self._warming: set[asyncio.Future[None]] = set()
 
     @property
     def where(self) -> str:
@@ -79,8 +95,7 @@ class SftpPool:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[asyncssh.SFTPClient]:
-        sess = await self._acquire()
-        sess.users += 1
+        sess = await self._acquire()  # counted as a user already
         try:
             yield sess.sftp
         finally:
@@ -91,8 +106,9 @@ class SftpPool:
         async with self._lock:
             self.discard_dead()
             if not self._conns:
-                self._conns.append(_Conn(await self._connect()))
-            conn = min(self._conns, key=lambda c: len(c.sessions)).conn
+                self._conns.append(self._new_conn())
+            c = min(self._conns, key=lambda c: len(c.sessions))
+        conn = await asyncio.shield(c.task)
         return await conn.run(command, check=False, timeout=limit_s, encoding=None,
                               stdin=asyncssh.DEVNULL)
 
@@ -100,11 +116,66 @@ class SftpPool:
         self._conns = [c for c in self._conns if c.alive()]
 
     async def aclose(self) -> None:
+        for w in list(self._warming):
+            w.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
         conns, self._conns = self._conns, []
         for c in conns:
-            c.conn.close()
-        for c in conns:
-            await c.conn.wait_closed()
+            if not c.task.done():
+                c.task.cancel()
+        await asyncio.gather(*(c.task for c in conns), return_exceptions=True)
+        live = [c.conn for c in conns if c.conn is not None]
+        for conn in live:
+            conn.close()
+        for conn in live:
+            await conn.wait_closed()
+
+    def warm(self, n: int) -> None:
+        """Start, in the background and all at once, the sessions (and connections) needed
+        for ``n`` sessions in the pool, within its limits: on a long path each costs several
+        round trips, so N parallel streams then wait for one start, not N. Leases asked for
+        meanwhile wait for these instead of sharing a busy session."""
+        task = asyncio.ensure_future(self._warm(n))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    async def _warm(self, n: int) -> None:
+        claims: list[_Conn] = []
+        async with self._changed:
+            self.discard_dead()
+            have = sum(len(c.sessions) + c.opening for c in self._conns)
+            while have < n and (slot := self._slot()) is not None:
+                slot.opening += 1
+                self._spare += 1
+                claims.append(slot)
+                have += 1
+        outcomes = await asyncio.gather(*(self._start_spare(c) for c in claims),
+                                        return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:  # whoever leases next connects again and sees the error
+            log.info("sftp_warm_failed", vfs=self.vfs, sessions=len(failed),
+                     error=str(failed[0]))
+
+    async def _start_spare(self, c: _Conn) -> None:
+        try:
+            await self._open_session(c)
+        finally:
+            c.opening -= 1
+            self._spare -= 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _slot(self) -> _Conn | None:
+        """A connection with room for one more session (a new one while the limit allows)."""
+        grow = next((c for c in self._conns
+                     if len(c.sessions) + c.opening < self.opts["max_sessions"]), None)
+        if grow is None and len(self._conns) < self.opts["max_connections"]:
+            grow = self._new_conn()
+            self._conns.append(grow)
+        return grow
+
+    def _new_conn(self) -> _Conn:
+        return _Conn(asyncio.ensure_future(self._connect()))
 
     async def _acquire(self) -> _Session:
         async with self._changed:  # serialise growth so a burst of jobs does not over-connect
@@ -113,32 +184,37 @@ class SftpPool:
                 sessions = [s for c in self._conns for s in c.sessions]
                 idle = [s for s in sessions if s.users == 0]
                 if idle:
+                    idle[0].users += 1
                     return idle[0]
-                grow = next((c for c in self._conns
-                             if len(c.sessions) + c.opening < self.opts["max_sessions"]), None)
-                if grow is None and len(self._conns) < self.opts["max_connections"]:
-                    grow = _Conn(await self._connect())
-                    self._conns.append(grow)
+                if self._spare:  # warm() is starting sessions: one will be idle soon
+                    await self._changed.wait()
+                    continue
+                grow = self._slot()
                 if grow is not None:
                     grow.opening += 1
                     break
                 if sessions:
-                    return min(sessions, key=lambda s: s.users)
+                    least = min(sessions, key=lambda s: s.users)
+                    least.users += 1
+                    return least
                 await self._changed.wait()  # every slot is a session still starting
-        # Outside the lock: sessions (a few round trips each) open in parallel, so N ranged
-        # streams on a long path wait for one session start, not N of them.
+        # Outside the lock: connections and sessions (a few round trips each) start in
+        # parallel, so N ranged streams on a long path wait for one start, not N of them.
         try:
-            return await self._open_session(grow)
+            sess = await self._open_session(grow)
+            sess.users += 1
+            return sess
         finally:
             grow.opening -= 1
             async with self._changed:
                 self._changed.notify_all()
 
     async def _open_session(self, c: _Conn) -> _Session:
+        conn = await asyncio.shield(c.task)  # its connect error, if it failed, is raised here
         try:
-            sftp = await c.conn.start_sftp_client()
+            sftp = await conn.start_sftp_client()
         except (asyncssh.Error, OSError) as exc:
-            c.conn.close()
+            conn.close()
             raise TransientError(f"vfs {self.vfs!r}: cannot open an SFTP session on "
                                  f"{self.where}: {exc}", vfs=self.vfs) from None
         tune_sftp_writes(sftp)

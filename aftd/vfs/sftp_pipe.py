@@ -53,6 +53,11 @@ class PipelinedReader:
         """Stop at ``end`` (a ranged stream reads its range only, no read-ahead beyond)."""
         self.size = min(self.size, end)
 
+    @property
+    def requested(self) -> int:
+        """The end of what was asked for so far (read-ahead included)."""
+        return self.next_off
+
     def _fill(self) -> None:
         while len(self.pending) < self.depth and self.next_off < self.size:
             n = min(self.bs, self.size - self.next_off)

@@ -186,8 +186,15 @@ def test_requests_in_flight_follow_the_bandwidth_delay_product() -> None:
     at20 = sftp_auto.requests_in_flight("auto", 0.02, bs)
     assert at20 * bs >= 0.02 * sftp_auto.TARGET_RATE and at20 > sftp_auto.MIN_DEPTH
     assert sftp_auto.requests_in_flight("auto", 1.0, bs) == sftp_auto.MAX_DEPTH
-    assert sftp_auto.requests_in_flight("auto", 1.0, bs, writing=True) == \
+    # Writes: on loopback the CPU's 16; beyond, the server's window and a couple ready.
+    assert sftp_auto.requests_in_flight("auto", 0.0001, bs, writing=True) == \
         sftp_auto.MAX_WRITE_DEPTH
+    at100 = sftp_auto.requests_in_flight("auto", 0.1, bs, writing=True)
+    assert at100 == sftp_auto.requests_in_flight("auto", 1.0, bs, writing=True)
+    assert (at100 - sftp_auto.WINDOW_SPARE) * bs >= sftp_auto.PEER_WINDOW > \
+        (at100 - sftp_auto.WINDOW_SPARE - 1) * bs
+    assert sftp_auto.requests_in_flight("auto", 0.1, 32768, writing=True) == \
+        sftp_auto.MAX_WRITE_DEPTH  # small requests: the cap, below the window
 
 
 def test_stream_count_rules() -> None:
