@@ -125,6 +125,10 @@ class _State:
         self.version: str | None = None
         self.mtime: float | None = None
         self.pinned = asyncio.Event()
+        self.stored: int | None = None  # the size, when the last stream's finish learnt it
+
+    def others_done(self, rng: _Range) -> bool:
+        return all(r.left == 0 for r in self.ranges if r is not rng)
 
     def confirmed(self) -> int:
         return sum(r.done for r in self.ranges)
@@ -159,6 +163,7 @@ def _ahead(r: _Range) -> int:
 async def _attempt(job: Ranged, target: str, state: _State, upto: Callable[[int], None]) -> Sent:
     src, dst, info = job.src, job.dst, job.info
     todo = [r for r in state.ranges if r.left > 0]
+    state.stored = None
     for r in todo:
         r.sent = r.done  # this attempt starts over from what the destination confirmed
     tasks: list[asyncio.Future[object]] = [
@@ -175,17 +180,28 @@ async def _attempt(job: Ranged, target: str, state: _State, upto: Callable[[int]
     finally:
         for r in state.ranges:
             r.reader = None
-    mtime = state.mtime if state.mtime is not None else (
-        info.mtime if src.features.list_mtime else None)
-    # The two at once (one round trip): the size is final once every range has flushed.
-    if dst.features.set_mtime and mtime is not None:
-        _, stored = await asyncio.gather(dst.set_mtime(target, mtime), dst.stat(target))
-    else:
-        stored = await dst.stat(target)
+    stored = state.stored
+    if stored is None:  # two streams ended at once: neither knew it was the last
+        keep = _mtime(job, state)
+        if keep is not None:
+            _, got = await asyncio.gather(dst.set_mtime(target, keep), dst.stat(target))
+        else:
+            got = await dst.stat(target)
+        stored = got.size
     log.info("copy_ranged", vfs=dst.name, path=job.dst_path,
              streams=len(todo), ranges=len(state.ranges), bytes=info.size)
     digests = StreamDigests(str(results[-1]), info.size) if job.verify else None
-    return digests, stored.size, None
+    return digests, stored, None
+
+
+def _mtime(job: Ranged, state: _State) -> float | None:
+    """The modification time to give the file: what a reader learnt (object stores), else the
+    listed one; None when the destination keeps none."""
+    if not job.dst.features.set_mtime:
+        return None
+    if state.mtime is not None:
+        return state.mtime
+    return job.info.mtime if job.src.features.list_mtime else None
 
 
 async def _stream(job: Ranged, target: str, r: _Range | None, state: _State,
@@ -198,6 +214,9 @@ async def _stream(job: Ranged, target: str, r: _Range | None, state: _State,
 
 async def _copy_range(job: Ranged, target: str, rng: _Range, state: _State,
                       upto: Callable[[int], None]) -> None:
+    """``rng`` through a reader and a writer of its own. The stream that ends last (every
+    other range confirmed) sets the mtime and learns the size as it closes: one round trip
+    where a separate set-mtime and stat would cost another."""
     src, dst, info = job.src, job.dst, job.info
     start = rng.first + rng.done
     lead = not state.pinned.is_set() and rng is next(r for r in state.ranges if r.left > 0)
@@ -211,6 +230,8 @@ async def _copy_range(job: Ranged, target: str, rng: _Range, state: _State,
         try:
             async with dst.open_write_range(target, start) as w:
                 await _pump(job, r, w, rng, state, upto)
+                if state.others_done(rng):
+                    state.stored = await w.finish(_mtime(job, state))
         finally:
             rng.reader = None
 
