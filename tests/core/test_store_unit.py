@@ -1,4 +1,6 @@
-"""The SQLite job store: persistence, idempotency, paging, bounded logs, recovery, pruning."""
+"""The SQLite job store's own behaviour: persistence in WAL mode, idempotency by JSON type and
+value, recovery, pruning, an old file's migration. What both stores share (idempotency keys,
+paging, bounded logs ...) is in tests/store/test_store_contract.py, which runs on SQLite too."""
 
 from __future__ import annotations
 
@@ -41,18 +43,6 @@ async def test_survives_reopen_and_uses_wal(tmp_path: Path, store: JobStore) -> 
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-async def test_idempotency_key_returns_existing_or_conflicts(store: JobStore) -> None:
-    first, created = await store.create(_job(1, key="k"))
-    assert created
-    retry = _job(2, key="k")
-    retry.params = {"i": 1}
-    again, created2 = await store.create(retry)
-    assert not created2 and again.id == first.id
-    other = _job(3, key="k")
-    with pytest.raises(IdempotencyConflict):
-        await store.create(other)
-
-
 @pytest.mark.parametrize("other", [1.0, True, "1"])
 async def test_idempotency_compares_json_type_and_value(store: JobStore, other: object) -> None:
     """1, 1.0, true and "1" are different requests, though Python's == calls some equal."""
@@ -61,24 +51,6 @@ async def test_idempotency_compares_json_type_and_value(store: JobStore, other: 
         await store.create(_job(2, key="k", params={"n": other}))
     same, created = await store.create(_job(3, key="k", params={"n": 1}))
     assert not created and same.id == "job-1"
-
-
-async def test_paging_and_filters(store: JobStore) -> None:
-    for i in range(1, 8):
-        await store.create(_job(i, script="a" if i % 2 else "b"))
-    page = await store.list_jobs(limit=3)
-    assert [j.id for j in page] == ["job-7", "job-6", "job-5"]
-    nxt = await store.list_jobs(limit=3, before_seq=page[-1].seq)
-    assert [j.id for j in nxt] == ["job-4", "job-3", "job-2"]
-    assert {j.script_id for j in await store.list_jobs(script_id="a")} == {"a"}
-    assert await store.list_jobs(status=["running"]) == []
-
-
-async def test_logs_are_bounded(store: JobStore) -> None:
-    await store.append_logs("j", [(i, {"event": f"e{i}"}) for i in range(1, 101)], keep=10)
-    lines = await store.logs("j")
-    assert [line["seq"] for line in lines] == list(range(91, 101))
-    assert await store.last_log_seq("j") == 100
 
 
 async def test_interrupt_and_prune_keep_counts(store: JobStore) -> None:
