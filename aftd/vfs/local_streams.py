@@ -4,15 +4,23 @@ small chunks into one ``pwritev``. Blocking calls run on the ``file_io`` executo
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aftd import executors
 from aftd.vfs.local_errors import os_error
 
-if TYPE_CHECKING:
-    from aftd.vfs.local import LocalVfs
-
 __all__ = ["LocalReader", "LocalWriter"]
+
+
+class _Owner(Protocol):
+    """What the streams need of the local backend (:class:`aftd.vfs.local.LocalVfs`); a
+    protocol, so that this module need not import the backend."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def chunk_size(self) -> int: ...
 
 
 class LocalReader:
@@ -20,7 +28,7 @@ class LocalReader:
 
     mtime = None  # stat has it
 
-    def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int, size: int) -> None:
+    def __init__(self, vfs: _Owner, rel: str, fd: int, offset: int, size: int) -> None:
         self.vfs, self.rel, self.fd, self.offset, self.size = vfs, rel, fd, offset, size
 
     def limit(self, end: int) -> None:
@@ -45,7 +53,7 @@ class LocalWriter:
 
     receipt = None  # verify_stored reads the file back
 
-    def __init__(self, vfs: LocalVfs, rel: str, fd: int, offset: int) -> None:
+    def __init__(self, vfs: _Owner, rel: str, fd: int, offset: int) -> None:
         self.vfs, self.rel, self.fd, self.offset = vfs, rel, fd, offset
         self.pending: list[bytes] = []
         self.pending_len = 0

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import asyncssh
 
 from aftd.errors import TransferError
 from aftd.vfs.base import PathExistsError, PathNotFoundError, TransientError, fail
 
-if TYPE_CHECKING:
-    from aftd.vfs.sftp import SftpVfs
+__all__ = ["ERRORS", "LOST", "SftpOwner", "translate"]
 
-__all__ = ["ERRORS", "LOST", "translate"]
+
+class _Pool(Protocol):
+    def discard_dead(self) -> None: ...
+
+
+class SftpOwner(Protocol):
+    """What error translation needs of the SFTP backend (:class:`aftd.vfs.sftp.SftpVfs`);
+    a protocol, so that the backend's helper modules need not import the backend."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pool(self) -> _Pool: ...
 
 LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.ConnectionLost,
         asyncssh.DisconnectError, asyncssh.ChannelOpenError, BrokenPipeError,
@@ -21,7 +33,7 @@ LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.Connect
 ERRORS = (*LOST, asyncssh.SFTPError, OSError)
 
 
-def translate(vfs: SftpVfs, rel: str, exc: BaseException) -> TransferError:
+def translate(vfs: SftpOwner, rel: str, exc: BaseException) -> TransferError:
     """The error a script sees for what asyncssh or the socket raised; a lost connection is
     also dropped from the pool, and is worth retrying (:class:`TransientError`)."""
     if isinstance(exc, LOST):

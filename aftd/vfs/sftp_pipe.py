@@ -9,14 +9,20 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncssh
 
-from aftd.vfs.sftp_errors import ERRORS, translate
+from aftd.vfs.sftp_errors import ERRORS, SftpOwner, translate
 
-if TYPE_CHECKING:
-    from aftd.vfs.sftp import SftpVfs
+
+class SftpStreams(SftpOwner, Protocol):
+    """What the pipelined streams need of the SFTP backend (:class:`aftd.vfs.sftp.SftpVfs`)."""
+
+    @property
+    def opts(self) -> dict[str, Any]: ...
+
+    def depth(self, *, writing: bool = False) -> int: ...
 
 __all__ = ["PipelinedReader", "PipelinedWriter", "close_quietly"]
 
@@ -30,7 +36,7 @@ class PipelinedReader:
 
     mtime = None  # stat has it
 
-    def __init__(self, vfs: SftpVfs, rel: str, f: asyncssh.SFTPClientFile, offset: int,
+    def __init__(self, vfs: SftpStreams, rel: str, f: asyncssh.SFTPClientFile, offset: int,
                  ) -> None:
         self.vfs, self.rel, self.f, self.size = vfs, rel, f, 0
         self.next_off = self.pos = offset
@@ -98,7 +104,7 @@ class PipelinedWriter:
 
     receipt = None  # SFTP acknowledges writes, not contents: verify_stored asks the server
 
-    def __init__(self, vfs: SftpVfs, rel: str, f: asyncssh.SFTPClientFile, offset: int) -> None:
+    def __init__(self, vfs: SftpStreams, rel: str, f: asyncssh.SFTPClientFile, offset: int) -> None:
         self.vfs, self.rel, self.f = vfs, rel, f
         self.off = self._confirmed = offset
         self.bs: int = vfs.opts["block_size"]
