@@ -100,6 +100,9 @@ class Features:
     # open_write_range: several writers may fill one existing file at offsets at once (the
     # copy engine's parallel ranged streams, see Vfs.parallel_streams).
     ranged_write: bool = False
+    # A reader reports the version it reads (ETag, generation) and its mtime, which the other
+    # ranges of the same file must then be pinned to (object stores); others open all at once.
+    versioned_reads: bool = False
     # read_blocking / write_blocking: the backend moves a file on a thread of its own and
     # hands each large chunk to a blocking sink there, or fills it from a blocking source (the
     # copy engine reads or writes a local file in place), no chunk crossing to the event loop.

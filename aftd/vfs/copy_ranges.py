@@ -219,8 +219,10 @@ async def _copy_range(job: Ranged, target: str, rng: _Range, state: _State,
     where a separate set-mtime and stat would cost another."""
     src, dst, info = job.src, job.dst, job.info
     start = rng.first + rng.done
+    # A source without versions tells nothing at open that the others need: every range
+    # opens at once, a round trip or two sooner on a long path.
     lead = not state.pinned.is_set() and rng is next(r for r in state.ranges if r.left > 0)
-    if not lead:
+    if not lead and src.features.versioned_reads:
         await state.pinned.wait()
     async with src.open_read_range(info.path, start, rng.end, version=state.version) as r:
         if lead:  # the others may open now; the temporary file is created by whoever is first

@@ -56,7 +56,8 @@ log = structlog.get_logger(__name__)
 # ones stream on the pooled connections (a tree of small files would otherwise open a
 # connection per file).
 BLOCKING_MIN_SIZE = 16 << 20
-OBJECT_STORE_FEATURES = Features(publish_on_finish=True, virtual_dirs=True, list_mtime=False)
+OBJECT_STORE_FEATURES = Features(publish_on_finish=True, virtual_dirs=True, list_mtime=False,
+                                 versioned_reads=True)
 
 
 class Upload(WriteStream, Protocol):
