@@ -18,7 +18,7 @@ from aftd.secrets.base import SecretResolver
 from aftd.vfs.azure_config import account_name_of
 from aftd.vfs.azure_conn import AzureOptions, ContainerMissing
 from aftd.vfs.base import PathNotFoundError, TransientError, fail
-from aftd.vfs.objget import Answer, HttpGet
+from aftd.vfs.objget import Answer, HttpGet, range_honoured
 from aftd.vfs.objread import ObjectChanged
 from aftd.vfs.objtime import metadata_mtime
 
@@ -62,7 +62,7 @@ class BlobAccess:
         def answer(status: int, msg: Message, body: bytes) -> Answer:
             if status not in (200, 206):
                 raise self._error(rel, status, str(msg.get("x-ms-error-code") or ""))
-            if start and status != 206:
+            if not range_honoured(status, msg.get("Content-Range"), start):
                 raise fail(TransferError, self.opts.vfs, rel,
                            f"the server ignored the range request (HTTP {status})")
             meta = {k[len(_META):]: v for k, v in msg.items() if k.lower().startswith(_META)}

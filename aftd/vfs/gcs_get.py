@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from aftd.errors import TransferError
 from aftd.vfs.base import fail
 from aftd.vfs.gcs_api import GcsApi, reason
-from aftd.vfs.objget import Answer, HttpGet
+from aftd.vfs.objget import Answer, HttpGet, range_honoured
 from aftd.vfs.objread import ObjectChanged
 from aftd.vfs.objtime import metadata_mtime
 
@@ -31,7 +31,7 @@ async def blocking_get(api: GcsApi, rel: str, key: str, start: int, end: int | N
             raise fail(ObjectChanged, api.opts.vfs, rel, "the object changed while it was read")
         if status not in (200, 206):
             raise api.error(status, rel, reason(body))
-        if start and status != 206:
+        if not range_honoured(status, msg.get("Content-Range"), start):
             raise fail(TransferError, api.opts.vfs, rel,
                        f"the server ignored the range request (HTTP {status})")
         meta = {k[len(META):]: v for k, v in msg.items() if k.lower().startswith(META)}

@@ -34,7 +34,7 @@ from urllib.request import getproxies, proxy_bypass
 from aftd.vfs.base import ReadPin
 
 __all__ = ["BUFFER", "CONNECTION_ERRORS", "POOL", "Abort", "Answer", "HttpGet", "fetch",
-           "read_range", "via_proxy"]
+           "range_honoured", "read_range", "via_proxy"]
 
 BUFFER = 1 << 20  # bytes per sink call (one reused buffer per range)
 _ERROR_BODY = 64 << 10  # at most this much of an error answer is read for its message
@@ -122,6 +122,8 @@ async def read_range(get: HttpGet, start: int, end: int,
     except asyncio.CancelledError:
         abort()
         await asyncio.wait({fut})
+        if not fut.cancelled():
+            fut.exception()  # what the aborted GET raised is moot: the read was cancelled
         raise
 
 
@@ -160,6 +162,15 @@ def _receive(resp: http.client.HTTPResponse, start: int, end: int,
         sink(pos, view[:n])
         pos += n
     return pos
+
+
+def range_honoured(status: int, content_range: str | None, start: int) -> bool:
+    """Whether an answer holds the bytes from ``start``: a 206, or a 200 whose Content-Range
+    starts there (``rclone serve s3`` answers ranges so), or any 200 from 0."""
+    if status == 206 or not start:
+        return True
+    first = (content_range or "").removeprefix("bytes ").partition("-")[0]
+    return first.isdigit() and int(first) == start
 
 
 def via_proxy(url: str) -> bool:

@@ -16,7 +16,7 @@ from botocore.httpsession import get_cert_path
 
 from aftd.errors import TransferError
 from aftd.vfs.base import PathNotFoundError, TransientError, fail
-from aftd.vfs.objget import Answer, HttpGet
+from aftd.vfs.objget import Answer, HttpGet, range_honoured
 from aftd.vfs.objkeys import mtime_from_meta
 from aftd.vfs.objread import ObjectChanged
 
@@ -46,7 +46,7 @@ async def blocking_get(client: Any, vfs: str, bucket: str, rel: str, key: str, s
     def answer(status: int, msg: Message, body: bytes) -> Answer:
         if status not in (200, 206):
             raise _error(vfs, bucket, rel, status, body)
-        if start and status != 206:
+        if not range_honoured(status, msg.get("Content-Range"), start):
             raise fail(TransferError, vfs, rel,
                        f"the server ignored the range request (HTTP {status})")
         meta = {k[len(_META):]: v for k, v in msg.items() if k.lower().startswith(_META)}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from aftd.configmodel import Section
 from aftd.errors import ConfigError, SecretError, TransferError
@@ -24,7 +25,7 @@ from aftd.vfs.handle import VfsHandle
 from aftd.vfs.s3_upload import part_size_for
 from tests.fixtures.s3 import S3Server
 from tests.vfs.backends import BackendTarget
-from tests.vfs.conftest import target_of, target_vfs
+from tests.vfs.conftest import DictSecrets, make_pool, target_of, target_vfs
 
 MIB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,3 +281,43 @@ async def test_scandir_holds_one_page_of_a_listing(request: pytest.FixtureReques
         rest = [e.path async for e in entries]
         assert rest == [f"many/f{i:02d}" for i in range(1, 25)]
         assert calls.count("list_objects_v2") == 3
+
+
+async def test_a_large_download_over_https_runs_as_presigned_ranged_gets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """To local disk a large object is fetched by presigned ranged GETs on threads
+    (aftd/vfs/objget.py), here over https with the endpoint's certificate trusted through
+    ``ca_file``, from ``rclone serve s3`` (which answers ranges with 200 and a
+    Content-Range); never through the SDK's streaming body."""
+    from aftd.vfs.s3 import S3Vfs
+    from tests.fixtures.s3 import start_rclone_s3
+    from tests.fixtures.tlscert import make_cert
+
+    server = start_rclone_s3(tmp_path / "rclone", tls=make_cert(tmp_path / "tls"))
+    try:
+        server.create_bucket("tlsbucket")
+        local = tmp_path / "l"
+        local.mkdir()
+        data = os.urandom(20 * MIB + 4321)
+        (local / "big.bin").write_bytes(data)
+        os.utime(local / "big.bin", (1_600_000_000, 1_600_000_000))
+        pool = make_pool({"l": {"type": "local", "root": str(local)},
+                          "s": server.vfs_options("tlsbucket", streams_min_size=16 * MIB)},
+                         DictSecrets(server.secrets))
+        try:
+            await VfsHandle(pool.get("l")).copy_to("big.bin", pool.get("s"), "")
+
+            def no_stream(*a: object, **k: object) -> None:
+                raise AssertionError("the download went through the streaming reader")
+
+            monkeypatch.setattr(S3Vfs, "open_read_range", no_stream)
+            with capture_logs() as logs:
+                res = await VfsHandle(pool.get("s")).copy_to("big.bin", pool.get("l"), "d")
+            assert res.bytes == len(data)
+            assert (local / "d" / "big.bin").read_bytes() == data
+            assert [e["streams"] for e in logs if e["event"] == "copy_ranged"] == [4]
+            assert not [e for e in logs if e["event"] in ("s3_read_resume", "copy_retry")]
+        finally:
+            await pool.aclose()
+    finally:
+        server.stop()
